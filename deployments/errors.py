@@ -1,0 +1,97 @@
+"""Errors the API can return, and the one place where exceptions become HTTP responses.
+
+Every error body has the same shape, `{"error": {"code": ..., "message": ...}}`,
+so clients can switch on `code` and show `message` to a person.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from imaging.errors import (
+    ImageError,
+    ImageTooLargeError,
+    InvalidOptionError,
+    UnsupportedImageError,
+)
+
+logger = logging.getLogger("ray.serve")
+
+
+class ServiceError(Exception):
+    """An error raised by the service itself, with its HTTP status and code."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class NoModelAvailableError(ServiceError):
+    """No model group can produce a mask right now (503)."""
+
+    status_code = 503
+    code = "model_unavailable"
+
+
+class MaskTimeoutError(ServiceError):
+    """The model that was asked last did not answer in time (504)."""
+
+    status_code = 504
+    code = "timeout"
+
+
+#: Status codes of the image errors; the imaging package knows nothing of HTTP.
+_IMAGE_STATUS: dict[type[ImageError], int] = {
+    ImageTooLargeError: 413,
+    UnsupportedImageError: 415,
+    InvalidOptionError: 422,
+}
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _json(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content=error_body(code, message))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception type the API can raise to its JSON response."""
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return _json(exc.status_code, exc.code, exc.message)
+
+    @app.exception_handler(ImageError)
+    async def _image_error(request: Request, exc: ImageError) -> JSONResponse:
+        status = next((code for cls, code in _IMAGE_STATUS.items() if isinstance(exc, cls)), 400)
+        return _json(status, exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}"
+            for err in exc.errors()
+        )
+        return _json(422, "invalid_request", problems or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _json(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s", request.url.path)
+        return _json(500, "internal_error", "internal error; see the service logs")

@@ -1,0 +1,165 @@
+"""What both model groups share: load once, batch requests, run batches serially, report state.
+
+A replica whose model fails to load stays up and says why (in `status()` and in
+the typed error every `predict` call raises), instead of crash-looping: the
+ingress then falls back at once, and health shows the operator the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from ray import serve
+from ray.serve.metrics import Counter as MetricCounter
+from ray.serve.metrics import Histogram
+
+from models.errors import ModelError
+
+logger = logging.getLogger("ray.serve")
+
+
+class MaskPredictor(Protocol):
+    """The interface both backends offer: RGB uint8 images in, uint8 alpha masks out."""
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+class ModelNotLoadedError(ModelError):
+    """Raised by `predict` on a replica whose model failed to load."""
+
+    def __init__(self, message: str, code: str = "model_error") -> None:
+        # `message` alone in args: Ray pickles exceptions, and `code` travels in __dict__.
+        super().__init__(message)
+        self.code = code
+
+
+class InjectedFaultError(ModelError):
+    """Raised on purpose by the `chaos_error_rate` rollout setting (fallback drills)."""
+
+    code = "injected_fault"
+
+
+class ModelReplica(ABC):
+    """Base of the RMBG-2.0 and U2-Net deployments.
+
+    Subclasses implement `_load` (build the predictor; raise `ModelError` with an
+    operator-facing message) and `_describe` (facts for health output).
+    """
+
+    #: the model name reported in X-Model-Used and in metrics
+    model_name: str = ""
+
+    def __init__(self) -> None:
+        self._predictor: MaskPredictor | None = None
+        self._load_error: ModelError | None = None
+        self._chaos_error_rate = 0.0
+        self._chaos_counter = 0
+        self._batch_sizes: Counter[int] = Counter()
+        self._started = time.monotonic()
+        tags = {"model": self.model_name}
+        self._batch_hist = Histogram(
+            "bg_removal_batch_size",
+            description="Images per model batch.",
+            boundaries=[1, 2, 3, 4, 6, 8, 12, 16, 32],
+            tag_keys=("model",),
+        )
+        self._batch_hist.set_default_tags(tags)
+        self._batch_latency = Histogram(
+            "bg_removal_batch_latency_ms",
+            description="Model time per batch, ms.",
+            boundaries=[10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
+            tag_keys=("model",),
+        )
+        self._batch_latency.set_default_tags(tags)
+        self._errors = MetricCounter(
+            "bg_removal_model_errors",
+            description="Batches that raised, by error code.",
+            tag_keys=("model", "code"),
+        )
+        self._errors.set_default_tags(tags)
+        try:
+            self._predictor = self._load()
+            logger.info("%s loaded: %s", self.model_name, self._describe())
+        except ModelError as exc:
+            self._load_error = exc
+            logger.error("%s failed to load (%s): %s", self.model_name, exc.code, exc)
+        except Exception as exc:  # an unexpected bug must not crash-loop the replica
+            self._load_error = ModelError(f"{type(exc).__name__}: {exc}")
+            logger.exception("%s failed to load with an unexpected error", self.model_name)
+
+    @abstractmethod
+    def _load(self) -> MaskPredictor:
+        """Build and warm up the predictor."""
+
+    @abstractmethod
+    def _describe(self) -> dict[str, Any]:
+        """Facts about the loaded model for health output (device, weights, ...)."""
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Apply rollout settings in place: batch size and wait, chaos drill rate."""
+        self.predict.set_max_batch_size(int(config.get("max_batch_size", 8)))
+        self.predict.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.01)))
+        self._chaos_error_rate = float(config.get("chaos_error_rate", 0.0))
+        logger.info("%s reconfigured: %s", self.model_name, config)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """One mask per image; requests arriving together run as one batch."""
+        if self._predictor is None:
+            error = self._load_error or ModelError("model not loaded")
+            raise ModelNotLoadedError(str(error), error.code)
+        self._batch_sizes[len(images)] += 1
+        self._batch_hist.observe(len(images))
+        self._maybe_inject_fault()
+        start = time.perf_counter()
+        try:
+            # A worker thread keeps the event loop free for status calls and for
+            # queueing the next batch; max_concurrent_batches=1 keeps runs serial.
+            masks = await asyncio.to_thread(self._predictor.predict, images)
+        except ModelError as exc:
+            self._errors.inc(tags={"code": exc.code})
+            raise
+        except Exception as exc:
+            self._errors.inc(tags={"code": type(exc).__name__})
+            raise self._translate(exc) from exc
+        self._batch_latency.observe((time.perf_counter() - start) * 1000)
+        return masks
+
+    def _translate(self, exc: Exception) -> Exception:
+        """Subclasses turn backend-specific failures (e.g. CUDA OOM) into typed errors."""
+        return exc
+
+    def _maybe_inject_fault(self) -> None:
+        # Deterministic: with rate r, every round(1/r)-th batch fails.
+        if self._chaos_error_rate <= 0:
+            return
+        self._chaos_counter += 1
+        period = max(1, round(1 / self._chaos_error_rate))
+        if self._chaos_counter % period == 0:
+            raise InjectedFaultError("fault injected by chaos_error_rate (rollout setting)")
+
+    async def status(self) -> dict[str, Any]:
+        """This replica's state, for the ingress's health endpoint and for operators."""
+        context = serve.get_replica_context()
+        info: dict[str, Any] = {
+            "model": self.model_name,
+            "loaded": self._predictor is not None,
+            "replica_id": context.replica_id.unique_id,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "max_batch_size": self.predict._get_max_batch_size(),
+            "batch_wait_timeout_s": self.predict._get_batch_wait_timeout_s(),
+            "batches": {str(k): v for k, v in sorted(self._batch_sizes.items())},
+        }
+        if self._load_error is not None:
+            info["error"] = {"code": self._load_error.code, "message": str(self._load_error)}
+        info.update(self._describe())
+        return info

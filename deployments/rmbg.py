@@ -1,0 +1,75 @@
+"""The RMBG-2.0 replica group: BiRefNet on a (fractional) GPU, requests batched.
+
+Loads the weights once at start (local path, or the hub with `HF_TOKEN`),
+warms up, then serves padded batches. Load failures and CUDA out-of-memory are
+typed errors, which the ingress turns into a fallback to U2-Net.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from ray import serve
+
+from deployments.model_replica import MaskPredictor, ModelReplica
+from deployments.settings import ServiceSettings
+from models.errors import OutOfMemoryError
+
+
+@serve.deployment(name="RMBG2", max_ongoing_requests=32, health_check_period_s=10)
+class RMBGDeployment(ModelReplica):
+    """BiRefNet (RMBG-2.0 checkpoint) behind `@serve.batch`."""
+
+    model_name = "rmbg-2.0"
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+        super().__init__()
+
+    def _load(self) -> MaskPredictor:
+        # Imported here so that only RMBG-2.0 replicas pay for importing torch.
+        from models.rmbg import RMBGPredictor
+
+        s = self._settings
+        predictor = RMBGPredictor.from_pretrained(
+            s.rmbg_path or s.rmbg_repo,
+            arch=s.rmbg_arch,
+            resolution=s.rmbg_resolution,
+            device=s.device,
+            dtype=s.rmbg_dtype,
+            compile=s.rmbg_compile,
+            revision=s.rmbg_revision,
+        )
+        predictor.warmup(1)
+        return predictor
+
+    def _describe(self) -> dict[str, Any]:
+        import torch
+
+        s = self._settings
+        info: dict[str, Any] = {
+            "weights": s.rmbg_path or f"hf://{s.rmbg_repo}@{s.rmbg_revision or 'main'}",
+            "arch": s.rmbg_arch,
+            "resolution": s.rmbg_resolution,
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "gpu_available": torch.cuda.is_available(),
+            "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "device": s.device,
+        }
+        predictor = self._predictor
+        if predictor is not None:
+            info["device"] = str(getattr(predictor, "device", s.device))
+            info["dtype"] = str(getattr(predictor, "dtype", s.rmbg_dtype)).replace("torch.", "")
+        return info
+
+    def _translate(self, exc: Exception) -> Exception:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+            return OutOfMemoryError(
+                "CUDA out of memory in RMBG-2.0: lower rmbg_max_batch_size or give each "
+                f"replica a larger GPU share ({exc})"
+            )
+        return exc

