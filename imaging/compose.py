@@ -1,0 +1,333 @@
+"""Compose model masks with the photo: plain cut-outs and styled product shots.
+
+Functions take and return numpy arrays (uint8) so they stay pure and easy to test; the heavy
+pixel work is done by Pillow (C) and numpy, so a 3000 px photo composes in well under 0.3 s.
+
+Styled composition (`compose_styled`): the subject is cropped to its mask's bounding box
+(alpha > `BBOX_ALPHA_THRESHOLD`), scaled so that it fills the canvas minus a `MARGIN` on each
+side, centred, and laid on the style's background with a shadow made from its own mask: a
+soft, slightly offset silhouette (drop shadow) plus a flattened, darker contact shadow at its
+base, so it stands on the backdrop instead of floating. The canvas has the requested W:H ratio
+(the input's own ratio when none); its long side follows the subject's size, capped at
+`MAX_LONG_SIDE`, and small subjects are enlarged at most `MAX_UPSCALE` times (to reach
+`MIN_LONG_SIDE`). Everything is deterministic: noise comes from fixed seeds, so the same input
+always gives the same bytes.
+
+Styles:
+- ``minimal``: a clean studio backdrop, off-white fading to light grey from top to bottom,
+  with a faint light pool behind the subject and a neutral soft shadow. For catalogue shots.
+- ``mood``: a dark diagonal gradient from warm umber (top left) to cool slate blue (bottom
+  right) with a gentle vignette and a deeper shadow. For dramatic, editorial shots.
+- ``street``: an urban set built from procedural, seeded textures (no assets): a concrete wall
+  (multi-octave value noise, cool grey) meeting an asphalt floor (darker, warmer, darkening
+  towards the viewer) at a horizon line with a dark kerb edge. The horizon sits a little above
+  the subject's base so the subject stands on the floor.
+
+Empty mask (the model found nothing): `compose_styled` returns the bare background canvas,
+sized as if the whole image were the subject; callers can detect the case beforehand with
+`subject_bbox(...) is None`. Returning the uncut photo instead would look like a success.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
+
+from imaging.options import Style
+
+MARGIN = 0.10
+"""Free space on each side of the subject, as a fraction of the canvas side."""
+MAX_LONG_SIDE = 2048
+"""Largest canvas side: big enough for a product page, small enough to encode fast."""
+MIN_LONG_SIDE = 768
+"""Canvas long side that small subjects are enlarged towards (within MAX_UPSCALE)."""
+MAX_UPSCALE = 2.0
+"""Tiny subjects are never enlarged more than this: beyond it they only get blurry."""
+BBOX_ALPHA_THRESHOLD = 16
+"""Alpha at or below this is ignored for the bounding box (model noise, faint halos)."""
+
+
+def _check_mask(rgb: np.ndarray, mask: np.ndarray, input_alpha: np.ndarray | None) -> None:
+    """Fail fast on shape mismatches: they are programming errors, not bad requests."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
+    if mask.shape != rgb.shape[:2] or mask.dtype != np.uint8:
+        raise ValueError(f"mask must be HxW uint8 {rgb.shape[:2]}, got {mask.shape} {mask.dtype}")
+    if input_alpha is not None and (
+        input_alpha.shape != rgb.shape[:2] or input_alpha.dtype != np.uint8
+    ):
+        raise ValueError(f"input_alpha must be HxW uint8, got {input_alpha.shape}")
+
+
+def combine_alpha(mask: np.ndarray, input_alpha: np.ndarray | None) -> np.ndarray:
+    """Mask x input alpha (rounded x*y/255): what was transparent in the input stays so."""
+    if input_alpha is None:
+        return mask
+    t = mask.astype(np.uint16) * input_alpha + 128
+    return ((t + (t >> 8)) >> 8).astype(np.uint8)
+
+
+def cutout(
+    rgb: np.ndarray, mask: np.ndarray, *, input_alpha: np.ndarray | None = None
+) -> np.ndarray:
+    """Return HxWx4 RGBA: alpha = mask (x input alpha); RGB zeroed where alpha is 0.
+
+    Zeroing the invisible pixels makes PNGs smaller and faster to encode, and keeps the
+    removed background from leaking through tools that ignore alpha (rembg does the same).
+    """
+    _check_mask(rgb, mask, input_alpha)
+    alpha = combine_alpha(mask, input_alpha)
+    h, w = alpha.shape
+    out = np.empty((h, w, 4), dtype=np.uint8)
+    np.multiply(rgb, (alpha != 0)[:, :, None], out=out[:, :, :3], casting="unsafe")
+    out[:, :, 3] = alpha
+    return out
+
+
+def _reduce(ratio: tuple[int, int]) -> tuple[int, int]:
+    rw, rh = ratio
+    if rw <= 0 or rh <= 0:
+        raise ValueError(f"ratio terms must be positive, got {ratio}")
+    g = math.gcd(rw, rh)
+    return rw // g, rh // g
+
+
+def fit_to_ratio(rgba: np.ndarray, ratio: tuple[int, int]) -> np.ndarray:
+    """Centre the cut-out on the smallest transparent canvas of exactly ``ratio`` (W:H).
+
+    The image is never scaled: the canvas grows to contain it, so no pixel is lost.
+    """
+    if rgba.ndim != 3 or rgba.shape[2] != 4:
+        raise ValueError(f"rgba must be HxWx4, got {rgba.shape}")
+    h, w = rgba.shape[:2]
+    rw, rh = _reduce(ratio)
+    k = max(-(-w // rw), -(-h // rh))
+    cw, ch = k * rw, k * rh
+    if (cw, ch) == (w, h):
+        return rgba
+    out = np.zeros((ch, cw, 4), dtype=rgba.dtype)
+    y0, x0 = (ch - h) // 2, (cw - w) // 2
+    out[y0 : y0 + h, x0 : x0 + w] = rgba
+    return out
+
+
+def subject_bbox(
+    alpha: np.ndarray, threshold: int = BBOX_ALPHA_THRESHOLD
+) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the pixels with alpha > threshold; None if there are none."""
+    lut = [0] * (threshold + 1) + [255] * (255 - threshold)
+    return Image.fromarray(alpha).point(lut).getbbox()
+
+
+def _canvas_size(ratio: tuple[int, int], long_side: float) -> tuple[int, int]:
+    """Integer canvas of exactly ``ratio`` (reduced) whose long side is close to ``long_side``.
+
+    When the reduced ratio terms are too big for that (an odd input size such as 3001x1999),
+    the canvas keeps the ratio as closely as integer sides allow.
+    """
+    rw, rh = ratio
+    big = max(rw, rh)
+    if big * 8 <= long_side:
+        k = max(1, int(long_side // big))
+        return rw * k, rh * k
+    if rw >= rh:
+        return max(1, round(long_side)), max(1, round(long_side * rh / rw))
+    return max(1, round(long_side * rw / rh)), max(1, round(long_side))
+
+
+def compose_styled(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    *,
+    style: Style,
+    ratio: tuple[int, int] | None,
+    input_alpha: np.ndarray | None = None,
+) -> np.ndarray:
+    """Subject on a styled backdrop with a shadow; HxWx3 uint8, opaque (see module docstring)."""
+    _check_mask(rgb, mask, input_alpha)
+    style = Style(style)
+    alpha = combine_alpha(mask, input_alpha)
+    h, w = alpha.shape
+    r = _reduce(ratio if ratio is not None else (w, h))
+    aspect = r[0] / r[1]
+    inner = 1.0 - 2.0 * MARGIN
+
+    bbox = subject_bbox(alpha)
+    x0, y0, x1, y1 = bbox if bbox is not None else (0, 0, w, h)
+    sw, sh = x1 - x0, y1 - y0
+    # Canvas that holds the subject at scale 1 with the margin, then its long side clamped.
+    cw0 = max(sw, sh * aspect) / inner
+    long0 = max(cw0, cw0 / aspect)
+    long_side = min(max(long0, MIN_LONG_SIDE), MAX_LONG_SIDE, long0 * MAX_UPSCALE)
+    cw, ch = _canvas_size(r, long_side)
+
+    if bbox is None:
+        return np.asarray(_background(style, cw, ch, round(0.62 * ch)))
+
+    scale = min(inner * cw / sw, inner * ch / sh)
+    tw, th = max(1, round(sw * scale)), max(1, round(sh * scale))
+    px, py = (cw - tw) // 2, (ch - th) // 2
+
+    sub = Image.fromarray(rgb[y0:y1, x0:x1])
+    sub_alpha = Image.fromarray(alpha[y0:y1, x0:x1])
+    if (tw, th) != (sw, sh):
+        sub.putalpha(sub_alpha)  # RGBA resize premultiplies: no background fringe at edges
+        if scale < 1:
+            sub = sub.resize((tw, th), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        else:
+            sub = sub.resize((tw, th), Image.Resampling.BICUBIC)
+        sub_alpha = sub.getchannel("A")
+        sub = sub.convert("RGB")
+
+    horizon = min(max(py + th - round(0.18 * th), round(0.35 * ch)), round(0.85 * ch))
+    canvas = _background(style, cw, ch, horizon)
+    shadow_rgb, strength = _SHADOW[style]
+    canvas.paste(shadow_rgb, (0, 0), _shadow_mask(sub_alpha, cw, ch, px, py, strength))
+    canvas.paste(sub, (px, py), sub_alpha)
+    return np.asarray(canvas)
+
+
+# style -> (shadow colour, (drop shadow opacity, contact shadow opacity))
+_SHADOW: dict[Style, tuple[tuple[int, int, int], tuple[float, float]]] = {
+    Style.MINIMAL: ((40, 38, 36), (0.22, 0.55)),
+    Style.MOOD: ((0, 0, 0), (0.45, 0.75)),
+    Style.STREET: ((8, 8, 10), (0.35, 0.65)),
+}
+
+
+def _shadow_mask(
+    sub_alpha: Image.Image,
+    cw: int,
+    ch: int,
+    px: int,
+    py: int,
+    strength: tuple[float, float],
+) -> Image.Image:
+    """Canvas-sized L mask of the shadow, built at 1/f scale (blur cost is then negligible)."""
+    tw, th = sub_alpha.size
+    f = max(1, math.ceil(max(cw, ch) / 512))
+    sw_, sh_ = max(1, cw // f), max(1, ch // f)
+    small = sub_alpha.resize((max(1, tw // f), max(1, th // f)), Image.Resampling.BILINEAR)
+    drop_op, contact_op = strength
+
+    # Drop shadow: the silhouette, nudged down-right, faint.
+    layer = Image.new("L", (sw_, sh_), 0)
+    dx, dy = round(0.02 * tw / f), round(0.03 * th / f)
+    layer.paste(small.point(lambda v: round(v * drop_op)), ((px // f) + dx, (py // f) + dy))
+    layer = layer.filter(ImageFilter.GaussianBlur(max(1.0, 0.035 * max(tw, th) / f)))
+
+    # Contact shadow: the silhouette flattened onto the floor at the subject's base.
+    flat_h = max(1, round(0.07 * th / f))
+    flat = small.resize((small.width, flat_h), Image.Resampling.BOX)
+    flat = flat.point(lambda v: min(255, round(v * contact_op * 2.0)))
+    contact = Image.new("L", (sw_, sh_), 0)
+    base = (py + th) // f
+    contact.paste(flat, (px // f, base - flat_h // 3))
+    contact = contact.filter(ImageFilter.GaussianBlur(max(1.0, 0.01 * max(tw, th) / f)))
+
+    shadow = ImageChops.lighter(layer, contact)
+    return shadow.resize((cw, ch), Image.Resampling.BILINEAR)
+
+
+def _background(style: Style, cw: int, ch: int, horizon: int) -> Image.Image:
+    """A fresh (mutable) RGB canvas of the style; cached layers are copied, never modified."""
+    if style is Style.MINIMAL:
+        return _minimal(cw, ch).copy()
+    if style is Style.MOOD:
+        return _mood(cw, ch).copy()
+    wall, floor = _street(cw, ch)
+    canvas = wall.copy()
+    horizon = min(max(horizon, 1), ch - 1)
+    canvas.paste(floor.crop((0, horizon, cw, ch)), (0, horizon))
+    kerb = max(2, round(ch * 0.006))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((0, horizon - kerb, cw, horizon - 1), fill=(58, 58, 60))
+    draw.rectangle((0, horizon, cw, horizon + max(1, kerb // 2)), fill=(118, 117, 114))
+    return canvas
+
+
+def _field(cw: int, ch: int, fn: np.ndarray) -> Image.Image:
+    """Upscale a small smooth field (HxW or HxWx3, float 0..255) to the canvas (L or RGB)."""
+    small = Image.fromarray(np.clip(fn + 0.5, 0, 255).astype(np.uint8))
+    return small.resize((cw, ch), Image.Resampling.BICUBIC)
+
+
+@lru_cache(maxsize=1)
+def _grain(seed: int = 7) -> Image.Image:
+    """256x256 RGB noise in 0..4, tiled as dither/grain so gradients do not band."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 5, size=(256, 256, 3), dtype=np.uint8))
+
+
+def _add_grain(im: Image.Image) -> Image.Image:
+    tile = _grain()
+    noise = Image.new("RGB", im.size)
+    for y in range(0, im.height, 256):
+        for x in range(0, im.width, 256):
+            noise.paste(tile, (x, y))
+    return ImageChops.add(im, noise, scale=1.0, offset=-2)
+
+
+_SMALL = 48  # resolution of the smooth fields before upscaling
+
+
+def _grid(aspect: float) -> tuple[np.ndarray, np.ndarray]:
+    gw = _SMALL if aspect >= 1 else max(4, round(_SMALL * aspect))
+    gh = _SMALL if aspect <= 1 else max(4, round(_SMALL / aspect))
+    y, x = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    return x / max(1, gw - 1), y / max(1, gh - 1)
+
+
+@lru_cache(maxsize=8)
+def _minimal(cw: int, ch: int) -> Image.Image:
+    x, y = _grid(cw / ch)
+    top, bottom = np.array([247, 247, 245], np.float32), np.array([222, 222, 219], np.float32)
+    t = (y**1.3)[:, :, None]
+    col = top * (1 - t) + bottom * t
+    pool = np.exp(-(((x - 0.5) / 0.45) ** 2 + ((y - 0.45) / 0.4) ** 2))[:, :, None]
+    col = col + 6.0 * pool
+    return _add_grain(_field(cw, ch, col))
+
+
+@lru_cache(maxsize=8)
+def _mood(cw: int, ch: int) -> Image.Image:
+    x, y = _grid(cw / ch)
+    warm, cool = np.array([96, 66, 50], np.float32), np.array([26, 34, 52], np.float32)
+    t = np.clip((x * 0.45 + y * 0.55), 0, 1)[:, :, None]
+    col = warm * (1 - t) + cool * t
+    r2 = ((x - 0.5) ** 2 + (y - 0.5) ** 2) / 0.5
+    col = col * (1.0 - 0.35 * r2)[:, :, None] + 8.0 * np.exp(-r2 * 4)[:, :, None]
+    return _add_grain(_field(cw, ch, col))
+
+
+def _value_noise(cw: int, ch: int, seed: int) -> Image.Image:
+    """Concrete-like L texture: seeded random grids at 4 scales, blended at half size, upscaled."""
+    rng = np.random.default_rng(seed)
+    hw, hh = max(2, cw // 2), max(2, ch // 2)
+    acc: Image.Image | None = None
+    for i, cells in enumerate((5, 20, 80, 320)):
+        gw = max(2, round(cells * cw / max(cw, ch)))
+        gh = max(2, round(cells * ch / max(cw, ch)))
+        layer = Image.fromarray(rng.integers(0, 256, size=(gh, gw), dtype=np.uint8))
+        layer = layer.resize((hw, hh), Image.Resampling.BICUBIC)
+        acc = layer if acc is None else Image.blend(acc, layer, (0.45, 0.4, 0.35)[i - 1])
+    assert acc is not None
+    return ImageOps.autocontrast(acc, cutoff=1).resize((cw, ch), Image.Resampling.BILINEAR)
+
+
+@lru_cache(maxsize=4)
+def _street(cw: int, ch: int) -> tuple[Image.Image, Image.Image]:
+    """(wall, floor) full-canvas layers; the horizon between them is chosen per subject."""
+    tex = _value_noise(cw, ch, seed=1234)
+    wall = ImageOps.colorize(tex, black=(128, 130, 133), white=(170, 171, 172))
+    tex_floor = _value_noise(cw, ch, seed=4321)
+    floor = ImageOps.colorize(tex_floor, black=(70, 68, 66), white=(106, 103, 99))
+    _, y = _grid(cw / ch)
+    shade = np.clip(20 + 90 * y**1.5, 0, 255)  # floor darkens towards the viewer
+    floor.paste((10, 10, 12), (0, 0), _field(cw, ch, shade))
+    wall_shade = np.clip(50 * y[::-1] ** 2, 0, 255)  # wall slightly darker at the top
+    wall.paste((20, 22, 26), (0, 0), _field(cw, ch, wall_shade))
+    return _add_grain(wall), _add_grain(floor)
