@@ -5,7 +5,8 @@ scale with the ingress and the replicas only do model work. CPU-bound steps run
 in worker threads (Pillow and numpy release the GIL) to keep the event loop free.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Serve pickles the routes by value, and
+# FastAPI must see real annotation objects (File, Form, Request), not unresolvable strings.
 
 import asyncio
 import logging
@@ -21,7 +22,15 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 
 from deployments.errors import install_error_handlers
-from deployments.routing import RMBG, U2NET, GroupMonitor, MaskResult, MaskRouter, RoutingConfig
+from deployments.routing import (
+    RMBG,
+    U2NET,
+    GroupMonitor,
+    GroupState,
+    MaskResult,
+    MaskRouter,
+    RoutingConfig,
+)
 from imaging.compose import compose_styled, cutout, fit_to_ratio
 from imaging.decode import DecodedImage, decode_image
 from imaging.encode import encode_image
@@ -58,7 +67,7 @@ class RenderOptions:
     fmt: OutputFormat
 
     @classmethod
-    def parse(cls, ratio: str | None, style: str | None, fmt: str | None) -> RenderOptions:
+    def parse(cls, ratio: str | None, style: str | None, fmt: str | None) -> "RenderOptions":
         options = cls(parse_ratio(ratio), parse_style(style), parse_format(fmt))
         if options.fmt is OutputFormat.JPEG and options.style is None:
             raise InvalidOptionError(
@@ -81,6 +90,63 @@ def render(decoded: DecodedImage, mask: np.ndarray, options: RenderOptions) -> t
     return encode_image(pixels, options.fmt)
 
 
+def health_report(config: RoutingConfig, monitor: GroupMonitor) -> dict[str, Any]:
+    """The health document: overall status, the primary model, the fallback, replicas."""
+    rmbg, u2net = monitor.states[RMBG], monitor.states[U2NET]
+    rmbg_ok = config.model == RMBG and rmbg.unavailable_reason() is None
+    u2net_ok = u2net.unavailable_reason() is None
+    if config.model == RMBG:
+        primary_ok, fallback_ok = rmbg_ok, config.fallback and u2net_ok
+    else:
+        primary_ok, fallback_ok = u2net_ok, False
+    status = "healthy" if primary_ok else "degraded" if fallback_ok else "unhealthy"
+    primary = rmbg if config.model == RMBG else u2net
+    primary_status = primary.replica_status or {}
+    rmbg_status = rmbg.replica_status or {}
+    u2net_status = u2net.replica_status or {}
+    report: dict[str, Any] = {
+        "status": status,
+        "model_name": config.model,
+        "model_loaded": bool(primary_status.get("loaded")) and primary.running_replicas > 0,
+        "device": primary_status.get("device", "cpu" if config.model == U2NET else None),
+        "gpu_available": bool(rmbg_status.get("gpu_available", False)),
+        "gpu_name": rmbg_status.get("gpu_name"),
+        "styles_available": [s.value for s in Style],
+        "formats_available": [f.value for f in OutputFormat],
+        "fallback": {
+            "enabled": config.fallback,
+            "model": U2NET,
+            "model_name": u2net_status.get("model_name"),
+            "loaded": bool(u2net_status.get("loaded")) and u2net.running_replicas > 0,
+            "weights": u2net_status.get("weights"),
+            "weights_source": u2net_status.get("weights_source"),
+            "runtime": u2net_status.get("runtime"),
+            "replicas": u2net.running_replicas,
+            "error": u2net.load_error,
+        },
+        "replicas": {RMBG: rmbg.running_replicas, U2NET: u2net.running_replicas},
+        "models": {
+            RMBG: _group_report(rmbg),
+            U2NET: _group_report(u2net),
+        },
+    }
+    if config.model == RMBG and not rmbg_ok:
+        report["fallback_reason"] = rmbg.unavailable_reason()
+    return report
+
+
+def _group_report(state: GroupState) -> dict[str, Any]:
+    return {
+        "deployed": state.deployed,
+        "available": state.unavailable_reason() is None,
+        "unavailable_reason": state.unavailable_reason(),
+        "replica_states": state.replica_states,
+        "status": state.replica_status,
+    }
+
+
+# Note: `serve.ingress` snapshots the FastAPI app when the class is decorated, so
+# every function the routes use must be defined above this point.
 @serve.deployment(name="Ingress", max_ongoing_requests=64)
 @serve.ingress(api)
 class Ingress:
@@ -175,58 +241,3 @@ class Ingress:
             logger.warning("health refresh failed: %r", exc)
         report = health_report(self._router.config, self._monitor)
         return JSONResponse(report, status_code=503 if report["status"] == "unhealthy" else 200)
-
-
-def health_report(config: RoutingConfig, monitor: GroupMonitor) -> dict[str, Any]:
-    """The health document: overall status, the primary model, the fallback, replicas."""
-    rmbg, u2net = monitor.states[RMBG], monitor.states[U2NET]
-    rmbg_ok = config.model == RMBG and rmbg.unavailable_reason() is None
-    u2net_ok = u2net.unavailable_reason() is None
-    if config.model == RMBG:
-        primary_ok, fallback_ok = rmbg_ok, config.fallback and u2net_ok
-    else:
-        primary_ok, fallback_ok = u2net_ok, False
-    status = "healthy" if primary_ok else "degraded" if fallback_ok else "unhealthy"
-    primary = rmbg if config.model == RMBG else u2net
-    primary_status = primary.replica_status or {}
-    rmbg_status = rmbg.replica_status or {}
-    u2net_status = u2net.replica_status or {}
-    report: dict[str, Any] = {
-        "status": status,
-        "model_name": config.model,
-        "model_loaded": bool(primary_status.get("loaded")) and primary.running_replicas > 0,
-        "device": primary_status.get("device", "cpu" if config.model == U2NET else None),
-        "gpu_available": bool(rmbg_status.get("gpu_available", False)),
-        "gpu_name": rmbg_status.get("gpu_name"),
-        "styles_available": [s.value for s in Style],
-        "formats_available": [f.value for f in OutputFormat],
-        "fallback": {
-            "enabled": config.fallback,
-            "model": U2NET,
-            "model_name": u2net_status.get("model_name"),
-            "loaded": bool(u2net_status.get("loaded")) and u2net.running_replicas > 0,
-            "weights": u2net_status.get("weights"),
-            "weights_source": u2net_status.get("weights_source"),
-            "runtime": u2net_status.get("runtime"),
-            "replicas": u2net.running_replicas,
-            "error": u2net.load_error,
-        },
-        "replicas": {RMBG: rmbg.running_replicas, U2NET: u2net.running_replicas},
-        "models": {
-            RMBG: _group_report(rmbg),
-            U2NET: _group_report(u2net),
-        },
-    }
-    if config.model == RMBG and not rmbg_ok:
-        report["fallback_reason"] = rmbg.unavailable_reason()
-    return report
-
-
-def _group_report(state: Any) -> dict[str, Any]:
-    return {
-        "deployed": state.deployed,
-        "available": state.unavailable_reason() is None,
-        "unavailable_reason": state.unavailable_reason(),
-        "replica_states": state.replica_states,
-        "status": state.replica_status,
-    }

@@ -64,27 +64,26 @@ class ModelReplica(ABC):
         self._chaos_counter = 0
         self._batch_sizes: Counter[int] = Counter()
         self._started = time.monotonic()
-        tags = {"model": self.model_name}
         self._batch_hist = Histogram(
             "bg_removal_batch_size",
             description="Images per model batch.",
             boundaries=[1, 2, 3, 4, 6, 8, 12, 16, 32],
             tag_keys=("model",),
         )
-        self._batch_hist.set_default_tags(tags)
+        self._batch_hist.set_default_tags({"model": self.model_name})
         self._batch_latency = Histogram(
             "bg_removal_batch_latency_ms",
             description="Model time per batch, ms.",
             boundaries=[10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000],
             tag_keys=("model",),
         )
-        self._batch_latency.set_default_tags(tags)
+        self._batch_latency.set_default_tags({"model": self.model_name})
         self._errors = MetricCounter(
             "bg_removal_model_errors",
             description="Batches that raised, by error code.",
             tag_keys=("model", "code"),
         )
-        self._errors.set_default_tags(tags)
+        self._errors.set_default_tags({"model": self.model_name})
         try:
             self._predictor = self._load()
             logger.info("%s loaded: %s", self.model_name, self._describe())

@@ -29,15 +29,19 @@ class RMBGDeployment(ModelReplica):
 
     def _load(self) -> MaskPredictor:
         # Imported here so that only RMBG-2.0 replicas pay for importing torch.
-        from models.rmbg import RMBGPredictor
+        from models.rmbg import RMBGPredictor, resolve_device
 
         s = self._settings
-        predictor = RMBGPredictor.from_pretrained(
+        device = resolve_device(s.device)  # `cuda` without a GPU fails here, typed
+        dtype = s.rmbg_dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if device.type == "cuda" else "float32"
+        predictor = RMBGPredictor.from_source(
             s.rmbg_path or s.rmbg_repo,
             arch=s.rmbg_arch,
             resolution=s.rmbg_resolution,
-            device=s.device,
-            dtype=s.rmbg_dtype,
+            device=str(device),
+            dtype=dtype,
             compile=s.rmbg_compile,
             revision=s.rmbg_revision,
         )

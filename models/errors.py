@@ -66,3 +66,9 @@ class DeviceUnavailableError(ModelError):
     """The configured device (e.g. `cuda`) is not present on this machine."""
 
     code = "device_unavailable"
+
+
+class OutOfMemoryError(ModelError):
+    """The device ran out of memory for this batch (CUDA OOM); smaller batches may fit."""
+
+    code = "out_of_memory"

@@ -145,7 +145,7 @@ def test_real_photos_in_each_format(app: str, name: str) -> None:
     ("fields", "mentions"),
     [
         ({"ratio": "4-5"}, "W:H"),
-        ({"ratio": "0:5"}, "W:H"),
+        ({"ratio": "0:5"}, "1 to 100"),
         ({"style": "baroque"}, "minimal"),
         ({"format": "gif"}, "png"),
         ({"format": "jpeg"}, "png"),

@@ -1,0 +1,235 @@
+"""RMBG-2.0 inference: RGB uint8 images in, uint8 alpha masks at the original size out.
+
+The whole pipeline after the upload runs on the model's device: uint8 pixels
+are uploaded once, converted, resized (bilinear, antialiased, like the
+official torchvision `Resize`), normalized with ImageNet statistics, stacked
+into one (B, 3, R, R) batch, run through BiRefNet, and the sigmoid mask is
+resized back to every image's own size before one download of uint8 bytes.
+On a GPU this keeps the CPU of the replica out of the critical path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.birefnet import BiRefNet
+from models.errors import DeviceUnavailableError
+from models.rmbg_weights import load_birefnet
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` -> cuda when present, else cpu; `cuda[:N]` without that GPU is an error."""
+    name = device.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'") from error
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                f"Device {device!r} was requested but CUDA is not available on this machine"
+                " (no GPU, no driver, or a CPU-only torch build). Set the device to 'cpu' or"
+                " 'auto', or schedule this replica on a GPU node."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(
+                f"Device {device!r} was requested but only {torch.cuda.device_count()} GPU(s)"
+                " are visible; check CUDA_VISIBLE_DEVICES or the device setting."
+            )
+    elif dev.type != "cpu":
+        raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """Accept 'float32'|'float16'|'bfloat16' (or fp32/fp16/bf16, or a torch dtype)."""
+    if isinstance(dtype, torch.dtype):
+        if dtype in _DTYPES.values():
+            return dtype
+    elif dtype.lower() in _DTYPES:
+        return _DTYPES[dtype.lower()]
+    raise ValueError(f"unsupported dtype {dtype!r}; use float32, float16 or bfloat16")
+
+
+def _bucket(n: int) -> int:
+    """Next power of two: with torch.compile, batches are padded to few shapes."""
+    return 1 << max(0, math.ceil(math.log2(n)))
+
+
+class RMBGPredictor:
+    """Batched background-removal masks from a BiRefNet model.
+
+    Reduced precision runs under `torch.autocast`: weights stay float32,
+    matmuls/convs run in fp16/bf16 while LayerNorm, softmax statistics, the
+    deformable convs and the final sigmoid stay float32 (casting the whole
+    model would run LayerNorm in bf16, and torchvision's deformable conv has
+    no bf16 kernel).
+    """
+
+    def __init__(
+        self,
+        model: BiRefNet,
+        *,
+        resolution: int = 1024,
+        device: str = "auto",
+        dtype: str | torch.dtype = "float32",
+        compile: bool = False,
+    ) -> None:
+        if resolution <= 0 or resolution % 32:
+            raise ValueError(f"resolution must be a positive multiple of 32, got {resolution}")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.resolution = resolution
+        self.arch = model.config.name
+        self.compiled = compile
+        self.model = model.eval().to(self.device)
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = (
+            torch.compile(self.model, dynamic=False) if compile else self.model
+        )
+        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        # (x / 255 - mean) / std  ==  (x - 255 mean) / (255 std)
+        self._shift = mean * 255.0
+        self._scale = std * 255.0
+        self._staging: torch.Tensor | None = None
+
+    @classmethod
+    def from_source(
+        cls,
+        source: str | Path | None = None,
+        *,
+        arch: str = "rmbg-2.0",
+        resolution: int = 1024,
+        device: str = "auto",
+        dtype: str | torch.dtype = "float32",
+        compile: bool = False,
+        revision: str | None = None,
+        token: str | None = None,
+        offline: bool | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> RMBGPredictor:
+        """Load weights (see `models.rmbg_weights.load_birefnet`) and wrap them.
+
+        The device is checked before the (large) weights are read.
+        """
+        resolve_device(device)
+        resolve_dtype(dtype)
+        model = load_birefnet(
+            source, arch=arch, revision=revision, token=token, offline=offline, cache_dir=cache_dir
+        )
+        return cls(model, resolution=resolution, device=device, dtype=dtype, compile=compile)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(
+            device_type=self.device.type,
+            dtype=self.dtype,
+            enabled=self.dtype != torch.float32,
+        )
+
+    @staticmethod
+    def _validate(images: Sequence[np.ndarray]) -> None:
+        for i, img in enumerate(images):
+            if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+                raise ValueError(f"image {i}: expected a uint8 numpy array")
+            if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
+                raise ValueError(f"image {i}: expected an RGB array HxWx3, got shape {img.shape}")
+
+    def _upload(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """One host-to-device copy for the whole batch; returns (1, 3, H, W) uint8 views."""
+        total = sum(img.size for img in images)
+        if self.device.type == "cuda":
+            # reused pinned staging buffer: one async DMA, no per-call cudaHostAlloc
+            if self._staging is None or self._staging.numel() < total:
+                self._staging = torch.empty(total, dtype=torch.uint8).pin_memory()
+            host = self._staging[:total]
+            np.concatenate([img.reshape(-1) for img in images], out=host.numpy())
+        else:
+            host = torch.from_numpy(np.concatenate([img.reshape(-1) for img in images]))
+        data = host.to(self.device, non_blocking=True)
+        out, offset = [], 0
+        for img in images:
+            h, w, _ = img.shape
+            out.append(data[offset : offset + h * w * 3].view(1, h, w, 3).permute(0, 3, 1, 2))
+            offset += h * w * 3
+        return out
+
+    def preprocess(self, images: Sequence[np.ndarray], batch: int | None = None) -> torch.Tensor:
+        """Normalized (B', 3, R, R) float32 batch on the device; zero-padded to `batch` rows."""
+        r = self.resolution
+        rows = [
+            F.interpolate(
+                img.float(), size=(r, r), mode="bilinear", align_corners=False, antialias=True
+            )
+            for img in self._upload(images)
+        ]
+        x = (torch.cat(rows) - self._shift) / self._scale
+        if batch is not None and batch > x.shape[0]:
+            x = torch.cat((x, x.new_zeros(batch - x.shape[0], *x.shape[1:])))
+        return x
+
+    def postprocess(
+        self, logits: torch.Tensor, sizes: Sequence[tuple[int, int]]
+    ) -> list[np.ndarray]:
+        """Sigmoid in float32, resize to each size, round to 0..255, one device-to-host copy."""
+        prob = torch.sigmoid(logits.float())
+        masks = [
+            F.interpolate(
+                prob[i : i + 1], size=size, mode="bilinear", align_corners=False, antialias=True
+            )
+            .mul_(255.0)
+            .round_()
+            .clamp_(0, 255)
+            .to(torch.uint8)
+            .reshape(-1)
+            for i, size in enumerate(sizes)
+        ]
+        flat = torch.cat(masks).cpu().numpy()
+        out, offset = [], 0
+        for h, w in sizes:
+            out.append(flat[offset : offset + h * w].reshape(h, w))
+            offset += h * w
+        return out
+
+    @torch.inference_mode()
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw network output for an already normalized batch."""
+        with self._autocast():
+            return self._forward(x)
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Alpha masks (HxW uint8, 0..255) for RGB HxWx3 uint8 images of any sizes."""
+        if not images:
+            return []
+        self._validate(images)
+        n = len(images)
+        x = self.preprocess(images, batch=_bucket(n) if self.compiled else None)
+        logits = self.predict_logits(x)[:n]
+        return self.postprocess(logits, [(img.shape[0], img.shape[1]) for img in images])
+
+    def warmup(self, batch_size: int = 1) -> None:
+        """Run one batch of blank images so kernels (and compiled graphs) are ready."""
+        img = np.zeros((self.resolution, self.resolution, 3), dtype=np.uint8)
+        self.predict([img] * batch_size)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
