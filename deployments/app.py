@@ -35,17 +35,24 @@ def build_app_from_settings(settings: ServiceSettings) -> Application:
         ray_actor_options={"num_cpus": settings.u2net_num_cpus, "num_gpus": 0},
         user_config=settings.u2net_user_config(),
         **_scaling(settings.u2net_num_replicas, settings.u2net_autoscaling),
-    ).bind(settings)
-    rmbg = None
+    ).bind(settings.u2net_load_config())
     if settings.deploys_rmbg:
-        rmbg = RMBGDeployment.options(
-            ray_actor_options={
-                "num_cpus": settings.rmbg_num_cpus,
-                "num_gpus": _gpu_share(settings),
-            },
-            user_config=settings.rmbg_user_config(),
-            **_scaling(settings.rmbg_num_replicas, settings.rmbg_autoscaling),
-        ).bind(settings)
+        rmbg_resources = {"num_cpus": settings.rmbg_num_cpus, "num_gpus": _gpu_share(settings)}
+        rmbg_scaling = _scaling(settings.rmbg_num_replicas, settings.rmbg_autoscaling)
+    else:
+        # `u2net` mode: the group exists with zero replicas and no GPU, so a config
+        # file that tunes RMBG2 (deployments: - name: RMBG2) stays valid. Serve
+        # refuses num_replicas=0; an autoscaling range of 0..0 is not allowed
+        # either, and the router never sends it a request, so it stays at zero.
+        rmbg_resources = {"num_cpus": 0, "num_gpus": 0}
+        rmbg_scaling = {
+            "autoscaling_config": {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1}
+        }
+    rmbg = RMBGDeployment.options(
+        ray_actor_options=rmbg_resources,
+        user_config=settings.rmbg_user_config(),
+        **rmbg_scaling,
+    ).bind(settings.rmbg_load_config())
     limits = IngressLimits(
         max_upload_bytes=settings.max_upload_bytes,
         max_pixels=settings.max_pixels,

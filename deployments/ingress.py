@@ -11,7 +11,7 @@ in worker threads (Pillow and numpy release the GIL) to keep the event loop free
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -125,6 +125,7 @@ def health_report(config: RoutingConfig, monitor: GroupMonitor) -> dict[str, Any
             "error": u2net.load_error,
         },
         "replicas": {RMBG: rmbg.running_replicas, U2NET: u2net.running_replicas},
+        "routing": asdict(config),
         "models": {
             RMBG: _group_report(rmbg),
             U2NET: _group_report(u2net),
@@ -155,7 +156,7 @@ class Ingress:
     def __init__(
         self,
         u2net: DeploymentHandle,
-        rmbg: DeploymentHandle | None,
+        rmbg: DeploymentHandle,
         limits: IngressLimits,
     ) -> None:
         self._limits = limits

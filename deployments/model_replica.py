@@ -62,6 +62,7 @@ class ModelReplica(ABC):
         self._load_error: ModelError | None = None
         self._chaos_error_rate = 0.0
         self._chaos_counter = 0
+        self._user_config: dict[str, Any] = {}
         self._batch_sizes: Counter[int] = Counter()
         self._started = time.monotonic()
         self._batch_hist = Histogram(
@@ -107,6 +108,7 @@ class ModelReplica(ABC):
         self.predict.set_max_batch_size(int(config.get("max_batch_size", 8)))
         self.predict.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.01)))
         self._chaos_error_rate = float(config.get("chaos_error_rate", 0.0))
+        self._user_config = dict(config)
         logger.info("%s reconfigured: %s", self.model_name, config)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
@@ -157,6 +159,7 @@ class ModelReplica(ABC):
             "max_batch_size": self.predict._get_max_batch_size(),
             "batch_wait_timeout_s": self.predict._get_batch_wait_timeout_s(),
             "batches": {str(k): v for k, v in sorted(self._batch_sizes.items())},
+            "user_config": self._user_config,
         }
         if self._load_error is not None:
             info["error"] = {"code": self._load_error.code, "message": str(self._load_error)}

@@ -13,7 +13,7 @@ import ray
 from ray import serve
 
 from deployments.model_replica import MaskPredictor, ModelReplica
-from deployments.settings import ServiceSettings
+from deployments.settings import RMBGLoadConfig
 from models.errors import OutOfMemoryError
 
 
@@ -23,27 +23,27 @@ class RMBGDeployment(ModelReplica):
 
     model_name = "rmbg-2.0"
 
-    def __init__(self, settings: ServiceSettings) -> None:
-        self._settings = settings
+    def __init__(self, config: RMBGLoadConfig) -> None:
+        self._config = config
         super().__init__()
 
     def _load(self) -> MaskPredictor:
         # Imported here so that only RMBG-2.0 replicas pay for importing torch.
         from models.rmbg import RMBGPredictor, resolve_device
 
-        s = self._settings
-        device = resolve_device(s.device)  # `cuda` without a GPU fails here, typed
-        dtype = s.rmbg_dtype
+        c = self._config
+        device = resolve_device(c.device)  # `cuda` without a GPU fails here, typed
+        dtype = c.dtype
         if dtype == "auto":
             dtype = "bfloat16" if device.type == "cuda" else "float32"
         predictor = RMBGPredictor.from_source(
-            s.rmbg_path or s.rmbg_repo,
-            arch=s.rmbg_arch,
-            resolution=s.rmbg_resolution,
+            c.source,
+            arch=c.arch,
+            resolution=c.resolution,
             device=str(device),
             dtype=dtype,
-            compile=s.rmbg_compile,
-            revision=s.rmbg_revision,
+            compile=c.compile,
+            revision=c.revision,
         )
         predictor.warmup(1)
         return predictor
@@ -51,20 +51,20 @@ class RMBGDeployment(ModelReplica):
     def _describe(self) -> dict[str, Any]:
         import torch
 
-        s = self._settings
+        c = self._config
         info: dict[str, Any] = {
-            "weights": s.rmbg_path or f"hf://{s.rmbg_repo}@{s.rmbg_revision or 'main'}",
-            "arch": s.rmbg_arch,
-            "resolution": s.rmbg_resolution,
+            "weights": c.source + (f"@{c.revision}" if c.revision else ""),
+            "arch": c.arch,
+            "resolution": c.resolution,
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "gpu_available": torch.cuda.is_available(),
             "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "device": s.device,
+            "device": c.device,
         }
         predictor = self._predictor
         if predictor is not None:
-            info["device"] = str(getattr(predictor, "device", s.device))
-            info["dtype"] = str(getattr(predictor, "dtype", s.rmbg_dtype)).replace("torch.", "")
+            info["device"] = str(getattr(predictor, "device", c.device))
+            info["dtype"] = str(getattr(predictor, "dtype", c.dtype)).replace("torch.", "")
         return info
 
     def _translate(self, exc: Exception) -> Exception:

@@ -103,6 +103,9 @@ class GroupMonitor:
         while True:
             try:
                 await self.refresh()
+            except RuntimeError as exc:  # the replica is shutting down
+                logger.debug("status polling stopped: %s", exc)
+                return
             except Exception:  # keep polling; the next round may succeed
                 logger.exception("model group status refresh failed")
             await asyncio.sleep(self._interval_s)

@@ -9,6 +9,7 @@ a `serve deploy` with changed args is the whole rollout.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
@@ -18,6 +19,31 @@ ModelName = Literal["rmbg-2.0", "u2net"]
 Device = Literal["cuda", "cpu", "auto"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 U2NetRuntime = Literal["auto", "onnxruntime", "openvino"]
+
+
+@dataclass(frozen=True)
+class RMBGLoadConfig:
+    """What an RMBG-2.0 replica needs to load its model; a change restarts the replicas."""
+
+    source: str
+    arch: str
+    resolution: int
+    device: str
+    dtype: str
+    compile: bool
+    revision: str | None
+
+
+@dataclass(frozen=True)
+class U2NetLoadConfig:
+    """What a U2-Net replica needs to load its model; a change restarts the replicas."""
+
+    model_name: str
+    path: str | None
+    home: str | None
+    runtime: str
+    threads: int | None
+    allow_download: bool
 
 
 class ServiceSettings(BaseSettings):
@@ -104,12 +130,33 @@ class ServiceSettings(BaseSettings):
 
     @property
     def deploys_rmbg(self) -> bool:
-        """`u2net` mode deploys no RMBG-2.0 replica and claims no GPU.
+        """`u2net` mode runs no RMBG-2.0 replica and claims no GPU.
 
-        The U2-Net group is always deployed: it is the tier that always answers,
-        and keeping it up lets `fallback` be switched by a rollout in place.
+        The U2-Net group always runs: it is the tier that always answers, and
+        keeping it up lets `fallback` be switched by a rollout in place.
         """
         return self.model == "rmbg-2.0"
+
+    def rmbg_load_config(self) -> RMBGLoadConfig:
+        return RMBGLoadConfig(
+            source=self.rmbg_path or self.rmbg_repo,
+            arch=self.rmbg_arch,
+            resolution=self.rmbg_resolution,
+            device=self.device,
+            dtype=self.rmbg_dtype,
+            compile=self.rmbg_compile,
+            revision=self.rmbg_revision,
+        )
+
+    def u2net_load_config(self) -> U2NetLoadConfig:
+        return U2NetLoadConfig(
+            model_name=self.u2net_model,
+            path=self.u2net_path,
+            home=self.u2net_home,
+            runtime=self.u2net_runtime,
+            threads=self.u2net_threads,
+            allow_download=self.u2net_allow_download,
+        )
 
     def rmbg_user_config(self) -> dict[str, float | int]:
         """Settings the RMBG-2.0 replicas apply in `reconfigure`, without a restart."""

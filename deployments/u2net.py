@@ -12,7 +12,7 @@ from typing import Any
 from ray import serve
 
 from deployments.model_replica import MaskPredictor, ModelReplica
-from deployments.settings import ServiceSettings
+from deployments.settings import U2NetLoadConfig
 
 
 @serve.deployment(name="U2Net", max_ongoing_requests=32, health_check_period_s=10)
@@ -21,27 +21,26 @@ class U2NetDeployment(ModelReplica):
 
     model_name = "u2net"
 
-    def __init__(self, settings: ServiceSettings) -> None:
-        self._settings = settings
+    def __init__(self, config: U2NetLoadConfig) -> None:
+        self._config = config
         super().__init__()
 
     def _load(self) -> MaskPredictor:
         from models.u2net import U2NetPredictor
 
-        s = self._settings
+        c = self._config
         predictor = U2NetPredictor.load(
-            model_name=s.u2net_model,
-            path=s.u2net_path,
-            home=s.u2net_home,
-            runtime=s.u2net_runtime,
-            threads=s.u2net_threads,
-            allow_download=s.u2net_allow_download,
+            model_name=c.model_name,
+            path=c.path,
+            home=c.home,
+            runtime=c.runtime,
+            threads=c.threads,
+            allow_download=c.allow_download,
         )
         return predictor
 
     def _describe(self) -> dict[str, Any]:
-        s = self._settings
-        info: dict[str, Any] = {"device": "cpu", "model_name": s.u2net_model}
+        info: dict[str, Any] = {"device": "cpu", "model_name": self._config.model_name}
         predictor = self._predictor
         if predictor is not None:
             weights = predictor.info.weights

@@ -18,10 +18,11 @@ import httpx
 import pytest
 import ray
 from ray import serve
+from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
-from deployments.app import build_app
+from deployments.settings import ServiceSettings
 from tests.support.birefnet_weights import write_synthetic_checkpoint
-from tests.support.http import wait_for
+from tests.support.http import health, wait_for
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 IMAGES = SHARED / "images"
@@ -46,19 +47,26 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def serve_url() -> Iterator[str]:
-    """Start Ray (8 logical CPUs, 1 logical GPU) and Serve's HTTP proxy on 127.0.0.1."""
-    port = _free_port()
+def cluster() -> Iterator[dict[str, str]]:
+    """Ray (16 logical CPUs, 1 logical GPU) with its dashboard, which serves Serve's REST API.
+
+    Logical CPUs only gate scheduling: 16 lets every test app's replicas (0.5 CPU
+    each) be placed at once on this 2-core machine.
+    """
+    dashboard_port = _free_port()
     ray.init(
-        num_cpus=8,
+        num_cpus=16,
         num_gpus=1,
-        include_dashboard=False,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=dashboard_port,
         logging_level="warning",
-        configure_logging=True,
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield {
+            "dashboard": f"http://127.0.0.1:{dashboard_port}",
+            "serve": f"http://127.0.0.1:{_free_port()}",
+        }
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -68,9 +76,7 @@ def serve_url() -> Iterator[str]:
 def base_args(model_files: dict[str, Path]) -> dict[str, Any]:
     """Settings for a CPU-only app on the test models; each test app overrides some."""
     return {
-        "model": "rmbg-2.0",
         "device": "cpu",
-        "fallback": True,
         "rmbg_path": str(model_files["rmbg"]),
         "rmbg_arch": "birefnet-lite",
         "rmbg_resolution": 256,
@@ -89,18 +95,99 @@ def base_args(model_files: dict[str, Path]) -> dict[str, Any]:
     }
 
 
-Deploy = Callable[..., str]
+class ServeDeployer:
+    """Declarative deploys through Serve's REST API, as `serve deploy` does.
+
+    Keeps the whole multi-app config: each call changes one app and PUTs the
+    lot; apps whose config did not change are left as they are, and a change
+    confined to `deployments: user_config` is applied in place by Serve.
+    """
+
+    def __init__(self, cluster: dict[str, str], base_args: dict[str, Any]) -> None:
+        self._cluster = cluster
+        self._base_args = base_args
+        self._apps: dict[str, dict[str, Any]] = {}
+
+    def url(self, name: str) -> str:
+        return f"{self._cluster['serve']}/{name}"
+
+    def deploy(
+        self,
+        name: str,
+        deployments: dict[str, dict[str, Any]] | None = None,
+        **args: Any,
+    ) -> str:
+        """Deploy or update app `name` under `/<name>`; returns its base URL."""
+        app = {
+            "name": name,
+            "route_prefix": f"/{name}",
+            "import_path": "deployments.app:build_app",
+            "args": {**self._base_args, **args},
+            "deployments": [{"name": k, **v} for k, v in (deployments or {}).items()],
+        }
+        if self._apps.get(name) == app:
+            return self.url(name)
+        before = _last_deployed(name)
+        self._apps[name] = app
+        self._put()
+        wait_for(lambda: _applied(name, before), timeout_s=180)
+        # Serve reports RUNNING before in-place reconfigures reach the replicas:
+        # wait until every group says it runs the user_config just deployed.
+        wait_for(lambda: self._reconfigured(name, app), timeout_s=60)
+        return self.url(name)
+
+    def _reconfigured(self, name: str, app: dict[str, Any]) -> bool:
+        settings = ServiceSettings(**app["args"])
+        overrides = {d["name"]: d.get("user_config") for d in app["deployments"]}
+        routing = overrides.get("Ingress") or settings.routing_user_config()
+        live = health(self.url(name)).json()["routing"]
+        if any(live[key] != value for key, value in routing.items()):
+            return False
+        groups = {"U2Net": settings.u2net_user_config()}
+        if settings.deploys_rmbg:
+            groups["RMBG2"] = settings.rmbg_user_config()
+        for deployment, default in groups.items():
+            expected = overrides.get(deployment) or default
+            status = serve.get_deployment_handle(deployment, name).status.remote().result()
+            if status["user_config"] != expected:
+                return False
+        return True
+
+    def delete(self, name: str) -> None:
+        if self._apps.pop(name, None) is not None:
+            self._put()
+            wait_for(lambda: name not in serve.status().applications, timeout_s=60)
+
+    def _put(self) -> None:
+        port = int(self._cluster["serve"].rsplit(":", 1)[1])
+        config = {
+            "http_options": {"host": "127.0.0.1", "port": port},
+            "applications": list(self._apps.values()),
+        }
+        # The client `serve deploy` uses: it adds the cluster's auth token to the PUT.
+        ServeSubmissionClient(self._cluster["dashboard"]).deploy_applications(config)
+
+
+def _last_deployed(name: str) -> float | None:
+    app = serve.status().applications.get(name)
+    return None if app is None else app.last_deployed_time_s
+
+
+def _applied(name: str, before: float | None) -> bool:
+    app = serve.status().applications.get(name)
+    if app is None or app.last_deployed_time_s == before:
+        return False
+    if app.status == "DEPLOY_FAILED":
+        raise AssertionError(f"deploying {name} failed: {app.message}")
+    return app.status == "RUNNING" and all(d.status == "HEALTHY" for d in app.deployments.values())
 
 
 @pytest.fixture(scope="session")
-def deploy(serve_url: str, base_args: dict[str, Any]) -> Deploy:
-    """Deploy (or update in place) an app under `/<name>`; returns its base URL."""
+def deployer(cluster: dict[str, str], base_args: dict[str, Any]) -> ServeDeployer:
+    wait_for(lambda: httpx.get(cluster["dashboard"], timeout=5).status_code < 500)
+    return ServeDeployer(cluster, base_args)
 
-    def _deploy(name: str, **overrides: Any) -> str:
-        args = {**base_args, **overrides}
-        serve.run(build_app(args), name=name, route_prefix=f"/{name}")
-        url = f"{serve_url}/{name}"
-        wait_for(lambda: httpx.get(f"{url}/api/v1/health", timeout=30).status_code != 404)
-        return url
 
-    return _deploy
+@pytest.fixture(scope="session")
+def deploy(deployer: ServeDeployer) -> Callable[..., str]:
+    return deployer.deploy

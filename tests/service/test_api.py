@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,8 +20,9 @@ IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
 
 
 @pytest.fixture(scope="module")
-def app(deploy) -> str:
-    return deploy("main")
+def app(deploy, deployer) -> Iterator[str]:
+    yield deploy("main")
+    deployer.delete("main")
 
 
 def _jpeg(size: tuple[int, int] = (320, 240), exif_orientation: int | None = None) -> bytes:
@@ -195,9 +197,10 @@ def test_decompression_bomb_is_413(app: str) -> None:
     assert "pixel" in error["message"]
 
 
-def test_upload_over_byte_limit_is_413(deploy) -> None:
+def test_upload_over_byte_limit_is_413(deploy, deployer) -> None:
     url = deploy("small-limit", max_upload_bytes=50_000, model="u2net")
     _assert_error(post_image(url, b"\xff" * 60_000), 413)
+    deployer.delete("small-limit")
 
 
 def test_unknown_route_is_json_404(app: str) -> None:

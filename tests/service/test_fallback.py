@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,60 +43,89 @@ def _assert_503_naming(response, cause: str) -> None:
     assert "fallback is off" in error["message"]
 
 
-class TestExceptionAndTimeout:
-    """Rollouts on one app: each changes only user_config, applied in place."""
+def _routing(**changes: object) -> dict[str, dict[str, object]]:
+    """An in-place rollout of the ingress: `deployments: - name: Ingress user_config: ...`."""
+    return {"Ingress": {"user_config": {"model": "rmbg-2.0", "fallback": True, **changes}}}
+
+
+def _rmbg_batching(**changes: object) -> dict[str, dict[str, object]]:
+    """An in-place rollout of the RMBG-2.0 group's batching and chaos settings."""
+    config = {"max_batch_size": 8, "batch_wait_timeout_s": 0.05, **changes}
+    return {"RMBG2": {"user_config": config}}
+
+
+class TestInPlaceRollouts:
+    """Exception and timeout triggers, and batch settings, all changed by `user_config`
+    rollouts on one app; none of them may restart a replica."""
 
     @pytest.fixture(scope="class")
-    def url(self, deploy) -> str:
-        return deploy("faults")
+    def url(self, deploy, deployer) -> Iterator[str]:
+        yield deploy("faults")
+        deployer.delete("faults")
 
-    def test_exception_falls_back(self, deploy, url: str) -> None:
-        deploy("faults", rmbg_chaos_error_rate=1.0)
+    @pytest.fixture(scope="class")
+    def pids(self, url: str) -> dict[str, int]:
+        handle = serve.get_deployment_handle("RMBG2", "faults")
+        return {"RMBG2": handle.status.remote().result()["pid"]}
+
+    def test_exception_falls_back(self, deploy, url: str, pids: dict[str, int]) -> None:
+        deploy("faults", deployments=_rmbg_batching(chaos_error_rate=1.0))
         _assert_fallback(post_image(url, PHOTO), "error:injected_fault")
 
     def test_exception_without_fallback_is_503(self, deploy, url: str) -> None:
-        deploy("faults", rmbg_chaos_error_rate=1.0, fallback=False)
+        deploy(
+            "faults",
+            deployments={**_rmbg_batching(chaos_error_rate=1.0), **_routing(fallback=False)},
+        )
         _assert_503_naming(post_image(url, PHOTO), "error:injected_fault")
 
     def test_timeout_falls_back(self, deploy, url: str) -> None:
-        deploy("faults", rmbg_timeout_s=0.001)
+        deploy("faults", deployments=_routing(rmbg_timeout_s=0.001))
         _assert_fallback(post_image(url, PHOTO), "timeout")
 
     def test_timeout_without_fallback_is_503(self, deploy, url: str) -> None:
-        deploy("faults", rmbg_timeout_s=0.001, fallback=False)
+        deploy("faults", deployments=_routing(rmbg_timeout_s=0.001, fallback=False))
         _assert_503_naming(post_image(url, PHOTO), "timeout")
 
-    def test_back_to_normal_after_rollout(self, deploy, url: str) -> None:
+    def test_back_to_normal(self, deploy, url: str) -> None:
         deploy("faults")
         response = post_image(url, PHOTO)
         assert response.status_code == 200
         assert response.headers["x-model-used"] == "rmbg-2.0"
 
-    def test_rollout_changes_batch_size_in_place(self, deploy, url: str) -> None:
+    def test_batch_size_rollout_applies_in_place(
+        self, deploy, url: str, pids: dict[str, int]
+    ) -> None:
         handle = serve.get_deployment_handle("RMBG2", "faults")
-        before = handle.status.remote().result()
-        deploy("faults", rmbg_max_batch_size=3, rmbg_batch_wait_timeout_s=0.2)
+        assert handle.status.remote().result()["max_batch_size"] == 8
+        deploy("faults", deployments=_rmbg_batching(max_batch_size=3, batch_wait_timeout_s=0.2))
         after = handle.status.remote().result()
-        assert before["max_batch_size"] == 8
         assert after["max_batch_size"] == 3
         assert after["batch_wait_timeout_s"] == pytest.approx(0.2)
-        assert after["pid"] == before["pid"], "a user_config change must not restart replicas"
+        assert after["pid"] == pids["RMBG2"], "user_config rollouts must not restart replicas"
 
     def test_replica_killed_falls_back_then_recovers(self, deploy, url: str) -> None:
         deploy("faults")
-        for replica_id in _replica_actor_names("faults", "RMBG2"):
-            ray.kill(ray.get_actor(replica_id, namespace="serve"), no_restart=True)
-        # The ingress learns within its poll interval that no replica is live.
-        wait_for(lambda: health(url).json()["replicas"]["rmbg-2.0"] == 0, timeout_s=30)
-        response = post_image(url, PHOTO)
-        _assert_fallback(response, "no_live_replica")
-        deploy("faults", fallback=False)
-        if health(url).json()["replicas"]["rmbg-2.0"] == 0:
-            _assert_503_naming(post_image(url, PHOTO), "no_live_replica")
-        deploy("faults")
+        _kill_replicas_and_wait("faults", url)
+        _assert_fallback(post_image(url, PHOTO), "no_live_replica")
         # Serve replaces the killed replica; RMBG-2.0 serves again.
         wait_for(lambda: health(url).json()["status"] == "healthy", timeout_s=120)
         assert post_image(url, PHOTO).headers["x-model-used"] == "rmbg-2.0"
+
+    def test_replica_killed_without_fallback_is_503(self, deploy, url: str) -> None:
+        deploy("faults", deployments=_routing(fallback=False))
+        wait_for(lambda: health(url).json()["replicas"]["rmbg-2.0"] == 1, timeout_s=120)
+        _kill_replicas_and_wait("faults", url)
+        _assert_503_naming(post_image(url, PHOTO), "no_live_replica")
+        wait_for(lambda: health(url).json()["status"] == "healthy", timeout_s=120)
+        deploy("faults")
+
+
+def _kill_replicas_and_wait(app: str, url: str) -> None:
+    """Kill every RMBG-2.0 replica; wait until the ingress has seen that none is live."""
+    for replica_id in _replica_actor_names(app, "RMBG2"):
+        ray.kill(ray.get_actor(replica_id, namespace="serve"), no_restart=True)
+    wait_for(lambda: health(url).json()["replicas"]["rmbg-2.0"] == 0, timeout_s=30)
 
 
 def _replica_actor_names(app: str, deployment: str) -> list[str]:
@@ -112,8 +142,9 @@ class TestLoadFailure:
     MISSING = "/nonexistent/no-such-checkpoint"
 
     @pytest.fixture(scope="class")
-    def url(self, deploy) -> str:
-        return deploy("broken", rmbg_path=self.MISSING)
+    def url(self, deploy, deployer) -> Iterator[str]:
+        yield deploy("broken", rmbg_path=self.MISSING)
+        deployer.delete("broken")
 
     def test_health_is_degraded_and_says_why(self, url: str) -> None:
         body = wait_for(lambda: _degraded(url), timeout_s=30)
@@ -127,7 +158,7 @@ class TestLoadFailure:
         _assert_fallback(post_image(url, PHOTO), "load_failed:weights_not_found")
 
     def test_without_fallback_is_503_and_unhealthy(self, deploy, url: str) -> None:
-        deploy("broken", rmbg_path=self.MISSING, fallback=False)
+        deploy("broken", rmbg_path=self.MISSING, deployments=_routing(fallback=False))
         _assert_503_naming(post_image(url, PHOTO), "load_failed:weights_not_found")
         response = health(url)
         assert response.status_code == 503
@@ -139,10 +170,12 @@ def _degraded(url: str) -> dict | None:
     return body if body["status"] == "degraded" else None
 
 
-def test_u2net_mode_deploys_no_rmbg_and_claims_no_gpu(deploy) -> None:
+def test_u2net_mode_deploys_no_rmbg_and_claims_no_gpu(deploy, deployer) -> None:
     url = deploy("u2net-only", model="u2net")
     deployments = serve.status().applications["u2net-only"].deployments
-    assert set(deployments) == {"Ingress", "U2Net"}
+    # RMBG2 exists (so config files that tune it stay valid) with zero replicas.
+    assert set(deployments) == {"Ingress", "U2Net", "RMBG2"}
+    assert sum(deployments["RMBG2"].replica_states.values()) == 0
     body = health(url).json()
     assert body["status"] == "healthy"
     assert body["model_name"] == "u2net"
@@ -157,9 +190,10 @@ def test_u2net_mode_deploys_no_rmbg_and_claims_no_gpu(deploy) -> None:
     for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, detail=True):
         if actor.name and actor.name.startswith("SERVE_REPLICA::u2net-only#"):
             assert not actor.required_resources.get("GPU"), actor
+    deployer.delete("u2net-only")
 
 
-def test_nothing_can_serve_is_unhealthy_503(deploy, tmp_path_factory) -> None:
+def test_nothing_can_serve_is_unhealthy_503(deploy, deployer, tmp_path_factory) -> None:
     bad = write_u2net_shaped_onnx(tmp_path_factory.mktemp("bad") / "bad.onnx", bad_shape=True)
     url = deploy("dead", rmbg_path="/nonexistent", u2net_path=str(bad))
     response = wait_for(lambda: (r := health(url)).status_code == 503 and r, timeout_s=30)
@@ -168,10 +202,10 @@ def test_nothing_can_serve_is_unhealthy_503(deploy, tmp_path_factory) -> None:
     error = post_image(url, PHOTO).json()["error"]
     assert error["code"] == "model_unavailable"
     assert "U2-Net cannot serve" in error["message"]
-    serve.delete("dead")
+    deployer.delete("dead")
 
 
-def test_two_replicas_share_one_logical_gpu(deploy) -> None:
+def test_two_replicas_share_one_logical_gpu(deploy, deployer) -> None:
     url = deploy("gpu", rmbg_num_gpus=0.5, rmbg_num_replicas=2, device="cpu")
     body = wait_for(lambda: (b := health(url).json())["replicas"]["rmbg-2.0"] == 2 and b)
     assert body["status"] == "healthy"
@@ -187,6 +221,6 @@ def test_two_replicas_share_one_logical_gpu(deploy) -> None:
     assert ray.available_resources().get("GPU", 0) == pytest.approx(0)
     responses = [post_image(url, PHOTO) for _ in range(4)]
     assert all(r.headers["x-model-used"] == "rmbg-2.0" for r in responses)
-    serve.delete("gpu")
+    deployer.delete("gpu")
     arr = np.asarray(Image.open(io.BytesIO(responses[0].content)))
     assert arr.shape[2] == 4
