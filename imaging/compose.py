@@ -23,6 +23,9 @@ Styles:
   towards the viewer) at a horizon line with a dark kerb edge. The horizon sits a little above
   the subject's base so the subject stands on the floor.
 
+A subject cut off by the photo's bottom edge (a half-length portrait) is placed on the canvas's
+bottom edge, without a shadow, instead of floating with a visible cut.
+
 Empty mask (the model found nothing): `compose_styled` returns the bare background canvas,
 sized as if the whole image were the subject; callers can detect the case beforehand with
 `subject_bbox(...) is None`. Returning the uncut photo instead would look like a success.
@@ -170,6 +173,11 @@ def compose_styled(
     scale = min(inner * cw / sw, inner * ch / sh)
     tw, th = max(1, round(sw * scale)), max(1, round(sh * scale))
     px, py = (cw - tw) // 2, (ch - th) // 2
+    # A subject cut off by the photo's bottom edge (a portrait, a bust) would float
+    # with a cut edge: it stands on the canvas's bottom edge instead, with no shadow.
+    cropped_at_bottom = y1 >= h
+    if cropped_at_bottom:
+        py = ch - th
 
     sub = Image.fromarray(rgb[y0:y1, x0:x1])
     sub_alpha = Image.fromarray(alpha[y0:y1, x0:x1])
@@ -184,8 +192,9 @@ def compose_styled(
 
     horizon = min(max(py + th - round(0.18 * th), round(0.35 * ch)), round(0.85 * ch))
     canvas = _background(style, cw, ch, horizon)
-    shadow_rgb, strength = _SHADOW[style]
-    canvas.paste(shadow_rgb, (0, 0), _shadow_mask(sub_alpha, cw, ch, px, py, strength))
+    if not cropped_at_bottom:
+        shadow_rgb, strength = _SHADOW[style]
+        canvas.paste(shadow_rgb, (0, 0), _shadow_mask(sub_alpha, cw, ch, px, py, strength))
     canvas.paste(sub, (px, py), sub_alpha)
     return np.asarray(canvas)
 

@@ -157,3 +157,21 @@ def test_input_alpha_hides_subject() -> None:
     out = compose_styled(rgb, mask, style=Style.MINIMAL, ratio=None, input_alpha=clear)
     bare = compose_styled(rgb, np.zeros_like(mask), style=Style.MINIMAL, ratio=None)
     np.testing.assert_array_equal(out, bare)
+
+
+@pytest.mark.parametrize("style", list(Style))
+def test_subject_cut_by_bottom_edge_stands_on_canvas_bottom(style: Style) -> None:
+    """A bust (mask touching the photo's bottom) is not left floating with a cut edge."""
+    h, w = 300, 200
+    rgb = np.full((h, w, 3), 30, np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[120:, 60:140] = 255  # subject runs off the bottom of the photo
+    out = compose_styled(rgb, mask, style=style, ratio=(4, 5))
+    # The bottom row under the subject's centre is the subject (value 30), not backdrop.
+    cx = out.shape[1] // 2
+    assert np.abs(out[-1, cx].astype(int) - 30).max() <= 2
+    # A subject that does not touch the bottom keeps its margin below.
+    floating = mask.copy()
+    floating[-20:] = 0
+    out = compose_styled(rgb, floating, style=style, ratio=(4, 5))
+    assert np.abs(out[-1, cx].astype(int) - 30).max() > 2
