@@ -133,7 +133,7 @@ def _start_rembg(venv: Path, home: Path, port: int) -> subprocess.Popen[bytes]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    _wait(f"http://127.0.0.1:{port}/docs", lambda r: r.status_code == 200, timeout_s=120)
+    _wait(f"http://127.0.0.1:{port}/api", lambda r: r.status_code < 500, timeout_s=120)
     return proc
 
 

@@ -87,6 +87,14 @@ class TestInPlaceRollouts:
         deploy("faults", deployments=_routing(rmbg_timeout_s=0.001, fallback=False))
         _assert_503_naming(post_image(url, PHOTO), "timeout")
 
+    def test_last_model_timeout_is_504(self, deploy, url: str) -> None:
+        deploy("faults", deployments=_routing(rmbg_timeout_s=0.001, u2net_timeout_s=0.001))
+        response = post_image(url, PHOTO)
+        assert response.status_code == 504, response.text
+        error = response.json()["error"]
+        assert error["code"] == "timeout"
+        assert "RMBG-2.0: timeout" in error["message"]
+
     def test_back_to_normal(self, deploy, url: str) -> None:
         deploy("faults")
         response = post_image(url, PHOTO)
