@@ -1,6 +1,6 @@
 """Encode RGB/RGBA uint8 arrays into response bytes (PNG, WebP, JPEG).
 
-Choices, with figures in docs/png-encoder.md (``scripts/bench_png.py``):
+Choices, with figures in docs/benchmarks.md ("PNG encoder") (``scripts/bench_png.py``):
 - PNG: fpng (PyPI ``fpng``, the py-fpng-nb binding of Rich Geldreich's fpng) when installed.
   It writes standard 8-bit RGB/RGBA PNGs with a fixed, fast deflate: ~15-20x faster than
   Pillow ``compress_level=1`` on a 7.4 MP cut-out for ~5% larger files. Without it, Pillow

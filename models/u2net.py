@@ -12,7 +12,7 @@ for the U2-Net family (u2net, u2netp, u2net_human_seg, silueta), which does:
    ``(p.clip(0, 1) * 255).astype(uint8)`` (truncation, not rounding);
 5. LANCZOS resize back to the image size.
 
-Speed-ups, all measured against that reference (docs/u2net-runtime.md):
+Speed-ups, all measured against that reference (docs/benchmarks.md, "U2-Net model runtime choices"):
 step 3 is a 256-entry lookup table per channel (bit-identical); step 2 and 5
 can use ``resize="fast"`` (Pillow's ``reducing_gap=3`` box pre-reduction for
 large inputs, BICUBIC for the upscale); step 4 can run on OpenVINO in f32.
