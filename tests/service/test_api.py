@@ -143,6 +143,41 @@ def test_real_photos_in_each_format(app: str, name: str) -> None:
         assert _open(response).size == original.size
 
 
+def _encoded(fmt: str, mode: str, size: tuple[int, int] = (96, 64)) -> bytes:
+    rng = np.random.default_rng(1)
+    rgb = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    if mode == "I;16":
+        grey = np.asarray(rgb.convert("L")).astype(np.uint16) * 257
+        image = Image.frombytes("I;16", rgb.size, grey.astype("<u2").tobytes())
+    else:
+        image = rgb.convert(mode)
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [
+        ("WEBP", "RGBA"),
+        ("BMP", "RGB"),
+        ("TIFF", "RGB"),
+        ("TIFF", "CMYK"),
+        ("JPEG", "CMYK"),
+        ("PNG", "LA"),
+        ("PNG", "P"),
+        ("PNG", "L"),
+        ("PNG", "I;16"),
+    ],
+)
+def test_supported_formats_and_modes(app: str, fmt: str, mode: str) -> None:
+    response = post_image(app, _encoded(fmt, mode), filename=f"x.{fmt.lower()}")
+    assert response.status_code == 200, response.text
+    image = _open(response)
+    assert image.mode == "RGBA"
+    assert image.size == (96, 64)
+
+
 @pytest.mark.parametrize(
     ("fields", "mentions"),
     [
