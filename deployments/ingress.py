@@ -21,7 +21,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 
-from deployments.errors import install_error_handlers
+from deployments.errors import error_body, install_error_handlers
 from deployments.routing import (
     RMBG,
     U2NET,
@@ -47,6 +47,31 @@ api = FastAPI(
     description="Cut-outs with RMBG-2.0 (BiRefNet), U2-Net as the fallback.",
 )
 install_error_handlers(api)
+
+#: Multipart framing and the small form fields on top of the file itself.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+@api.middleware("http")
+async def refuse_oversized_bodies(request: Request, call_next: Any) -> Response:
+    """Refuse by Content-Length before the multipart body is read and spooled.
+
+    The limit lives on the replica's Ingress instance (settings are per app).
+    Bodies without a Content-Length are still checked after parsing.
+    """
+    ingress = serve.get_replica_context().servable_object
+    limit = ingress.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return JSONResponse(
+            status_code=413,
+            content=error_body(
+                ImageTooLargeError.code,
+                f"request body is {declared} bytes; uploads are limited to "
+                f"{ingress.max_upload_bytes} bytes",
+            ),
+        )
+    return await call_next(request)
 
 
 @dataclass(frozen=True)
@@ -175,6 +200,10 @@ class Ingress:
             tag_keys=("model",),
         )
 
+    @property
+    def max_upload_bytes(self) -> int:
+        return self._limits.max_upload_bytes
+
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Rollout settings: primary model, fallback on/off, per-group timeouts."""
         self._router.config = RoutingConfig.from_user_config(config)
@@ -223,7 +252,7 @@ class Ingress:
         return Response(content=body, media_type=media_type, headers=headers)
 
     async def _read_upload(self, request: Request, file: UploadFile) -> bytes:
-        """Read the upload, refusing early what is over the byte limit."""
+        """Read the upload (at most limit + 1 bytes), refusing what is over the byte limit."""
         limit = self._limits.max_upload_bytes
         if file.size is not None and file.size > limit:
             raise ImageTooLargeError(f"upload is {file.size} bytes; the limit is {limit} bytes")

@@ -234,7 +234,11 @@ def test_decompression_bomb_is_413(app: str) -> None:
 
 def test_upload_over_byte_limit_is_413(deploy, deployer) -> None:
     url = deploy("small-limit", max_upload_bytes=50_000, model="u2net")
+    # Over the limit but within the multipart allowance: refused after parsing.
     _assert_error(post_image(url, b"\xff" * 60_000), 413)
+    # Far over: refused from Content-Length, before the body is read.
+    error = _assert_error(post_image(url, b"\xff" * 2_000_000), 413)
+    assert "request body is" in error["message"]
     deployer.delete("small-limit")
 
 
