@@ -47,6 +47,8 @@ class U2NetLoadConfig:
     runtime: str
     threads: int | None
     allow_download: bool
+    precision: str
+    resize: str
 
 
 class ServiceSettings(BaseSettings):
@@ -97,7 +99,13 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("u2net_home", "U2NET_HOME"),
         description="rembg's model directory (default ~/.u2net).",
     )
-    u2net_runtime: U2NetRuntime = Field("auto")
+    u2net_runtime: U2NetRuntime = Field("auto", description="auto: OpenVINO if installed.")
+    u2net_precision: Literal["auto", "f32", "bf16"] = Field(
+        "auto", description="auto: bf16 for rembg's u2net on OpenVINO, else f32."
+    )
+    u2net_resize: Literal["auto", "fast", "exact"] = Field(
+        "auto", description="auto: exact with bf16, fast with f32; exact+ORT = rembg's bits."
+    )
     u2net_threads: int | None = Field(None, ge=1, description="Intra-op threads per replica.")
     u2net_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per U2-Net replica.")
     u2net_num_replicas: int | None = Field(None, ge=0)
@@ -159,6 +167,8 @@ class ServiceSettings(BaseSettings):
             runtime=self.u2net_runtime,
             threads=self.u2net_threads,
             allow_download=self.u2net_allow_download,
+            precision=self.u2net_precision,
+            resize=self.u2net_resize,
         )
 
     def rmbg_user_config(self) -> dict[str, float | int]:

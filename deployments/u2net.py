@@ -42,5 +42,7 @@ class U2NetDeployment(ModelReplica):
                 weights=str(weights.path),
                 weights_source=weights.source,
                 runtime=predictor.info.runtime,
+                precision=predictor.info.precision,
+                resize=predictor.info.resize,
             )
         return info
