@@ -118,14 +118,13 @@ def render(decoded: DecodedImage, mask: np.ndarray, options: RenderOptions) -> t
 def health_report(config: RoutingConfig, monitor: GroupMonitor) -> dict[str, Any]:
     """The health document: overall status, the primary model, the fallback, replicas."""
     rmbg, u2net = monitor.states[RMBG], monitor.states[U2NET]
-    rmbg_ok = config.model == RMBG and rmbg.unavailable_reason() is None
+    rmbg_reason = rmbg.unavailable_reason()
     u2net_ok = u2net.unavailable_reason() is None
     if config.model == RMBG:
-        primary_ok, fallback_ok = rmbg_ok, config.fallback and u2net_ok
+        primary, primary_ok, fallback_ok = rmbg, rmbg_reason is None, config.fallback and u2net_ok
     else:
-        primary_ok, fallback_ok = u2net_ok, False
+        primary, primary_ok, fallback_ok = u2net, u2net_ok, False
     status = "healthy" if primary_ok else "degraded" if fallback_ok else "unhealthy"
-    primary = rmbg if config.model == RMBG else u2net
     primary_status = primary.replica_status or {}
     rmbg_status = rmbg.replica_status or {}
     u2net_status = u2net.replica_status or {}
@@ -156,16 +155,16 @@ def health_report(config: RoutingConfig, monitor: GroupMonitor) -> dict[str, Any
             U2NET: _group_report(u2net),
         },
     }
-    if config.model == RMBG and not rmbg_ok:
-        report["fallback_reason"] = rmbg.unavailable_reason()
+    if config.model == RMBG and rmbg_reason is not None:
+        report["fallback_reason"] = rmbg_reason
     return report
 
 
 def _group_report(state: GroupState) -> dict[str, Any]:
+    reason = state.unavailable_reason()
     return {
-        "deployed": state.deployed,
-        "available": state.unavailable_reason() is None,
-        "unavailable_reason": state.unavailable_reason(),
+        "available": reason is None,
+        "unavailable_reason": reason,
         "replica_states": state.replica_states,
         "status": state.replica_status,
     }
@@ -185,7 +184,7 @@ class Ingress:
         limits: IngressLimits,
     ) -> None:
         self._limits = limits
-        handles: dict[str, DeploymentHandle | None] = {RMBG: rmbg, U2NET: u2net}
+        handles = {RMBG: rmbg, U2NET: u2net}
         self._monitor = GroupMonitor(handles, limits.status_poll_interval_s)
         self._router = MaskRouter(handles, self._monitor)
         self._requests = Counter(
@@ -212,7 +211,6 @@ class Ingress:
     @api.post(f"{API_PREFIX}/remove-background")
     async def remove_background(
         self,
-        request: Request,
         file: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP, BMP or TIFF.")],
         ratio: Annotated[str | None, Form(description="Canvas ratio W:H, e.g. 4:5.")] = None,
         style: Annotated[str | None, Form(description="minimal, mood or street.")] = None,
@@ -222,7 +220,7 @@ class Ingress:
         self._monitor.start()
         started = time.perf_counter()
         options = RenderOptions.parse(ratio, style, format)
-        data = await self._read_upload(request, file)
+        data = await self._read_upload(file)
         decoded = await asyncio.to_thread(
             decode_image,
             data,
@@ -251,7 +249,7 @@ class Ingress:
         )
         return Response(content=body, media_type=media_type, headers=headers)
 
-    async def _read_upload(self, request: Request, file: UploadFile) -> bytes:
+    async def _read_upload(self, file: UploadFile) -> bytes:
         """Read the upload (at most limit + 1 bytes), refusing what is over the byte limit."""
         limit = self._limits.max_upload_bytes
         if file.size is not None and file.size > limit:

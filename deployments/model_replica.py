@@ -130,7 +130,10 @@ class ModelReplica(ABC):
             raise
         except Exception as exc:
             self._errors.inc(tags={"code": type(exc).__name__})
-            raise self._translate(exc) from exc
+            translated = self._translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
         self._batch_latency.observe((time.perf_counter() - start) * 1000)
         return masks
 

@@ -29,19 +29,16 @@ class RMBGDeployment(ModelReplica):
 
     def _load(self) -> MaskPredictor:
         # Imported here so that only RMBG-2.0 replicas pay for importing torch.
-        from models.rmbg import RMBGPredictor, resolve_device
+        from models.rmbg import RMBGPredictor
 
         c = self._config
-        device = resolve_device(c.device)  # `cuda` without a GPU fails here, typed
-        dtype = c.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if device.type == "cuda" else "float32"
+        # `cuda` without a GPU raises DeviceUnavailableError before any weights are read.
         predictor = RMBGPredictor.from_source(
             c.source,
             arch=c.arch,
             resolution=c.resolution,
-            device=str(device),
-            dtype=dtype,
+            device=c.device,
+            dtype=c.dtype,
             compile=c.compile,
             revision=c.revision,
         )
@@ -63,8 +60,8 @@ class RMBGDeployment(ModelReplica):
         }
         predictor = self._predictor
         if predictor is not None:
-            info["device"] = str(getattr(predictor, "device", c.device))
-            info["dtype"] = str(getattr(predictor, "dtype", c.dtype)).replace("torch.", "")
+            info["device"] = str(predictor.device)
+            info["dtype"] = str(predictor.dtype).removeprefix("torch.")
         return info
 
     def _translate(self, exc: Exception) -> Exception:

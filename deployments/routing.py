@@ -55,7 +55,6 @@ class RoutingConfig:
 class GroupState:
     """What the ingress last learnt about one model group."""
 
-    deployed: bool
     running_replicas: int = 0
     replica_states: dict[str, int] = field(default_factory=dict)
     replica_status: dict[str, Any] | None = None
@@ -68,8 +67,6 @@ class GroupState:
 
     def unavailable_reason(self) -> str | None:
         """Why this group cannot serve now, as a short code; None when it can."""
-        if not self.deployed:
-            return "not_deployed"
         if self.updated_at and self.running_replicas == 0:
             return "no_live_replica"
         error = self.load_error
@@ -88,10 +85,10 @@ class MaskResult:
 class GroupMonitor:
     """Polls Serve's status and each group's `status()` in the background."""
 
-    def __init__(self, handles: dict[str, DeploymentHandle | None], interval_s: float) -> None:
+    def __init__(self, handles: dict[str, DeploymentHandle], interval_s: float) -> None:
         self._handles = handles
         self._interval_s = interval_s
-        self.states = {name: GroupState(deployed=h is not None) for name, h in handles.items()}
+        self.states = {name: GroupState() for name in handles}
         self._task: asyncio.Task[None] | None = None
         self._refresh_lock = asyncio.Lock()
 
@@ -115,17 +112,14 @@ class GroupMonitor:
             counts = await asyncio.to_thread(_replica_states)
             now = time.monotonic()
             for name, state in self.states.items():
-                if not state.deployed:
-                    continue
                 states = counts.get(DEPLOYMENT_NAMES[name], {})
                 state.replica_states = states
                 state.running_replicas = states.get("RUNNING", 0)
                 state.updated_at = now
-                handle = self._handles[name]
-                if state.running_replicas and handle is not None:
+                if state.running_replicas:
                     try:
                         state.replica_status = await asyncio.wait_for(
-                            handle.status.remote(), timeout=5
+                            self._handles[name].status.remote(), timeout=5
                         )
                     except Exception as exc:
                         logger.warning("status of %s unavailable: %r", name, exc)
@@ -155,7 +149,7 @@ def _replica_states() -> dict[str, dict[str, int]]:
 class MaskRouter:
     """Ask the primary model; fall back to U2-Net when it cannot answer."""
 
-    def __init__(self, handles: dict[str, DeploymentHandle | None], monitor: GroupMonitor) -> None:
+    def __init__(self, handles: dict[str, DeploymentHandle], monitor: GroupMonitor) -> None:
         self._handles = handles
         self._monitor = monitor
         self.config = RoutingConfig()
@@ -206,13 +200,10 @@ class MaskRouter:
         return MaskResult(mask, U2NET, reason)
 
     async def _call(self, name: str, rgb: np.ndarray, timeout_s: float) -> np.ndarray:
-        handle = self._handles[name]
-        if handle is None:
-            raise NoModelAvailableError(f"{name} is not deployed in this app")
         state = self._monitor.states[name]
         if name == U2NET and (reason := state.unavailable_reason()):
             raise NoModelAvailableError(f"U2-Net cannot serve ({reason})")
-        response = handle.predict.remote(rgb)
+        response = self._handles[name].predict.remote(rgb)
         try:
             return await asyncio.wait_for(response, timeout=timeout_s)
         except TimeoutError:
@@ -231,7 +222,9 @@ def _cause(exc: BaseException) -> BaseException:
 
 
 def _message(exc: BaseException) -> str:
-    return str(_cause(exc)).strip().splitlines()[-1] if str(_cause(exc)).strip() else ""
+    """The last line of the replica's error message (Ray prefixes tracebacks)."""
+    lines = str(_cause(exc)).strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def _failure_reason(exc: BaseException) -> str:

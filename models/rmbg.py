@@ -61,8 +61,14 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """Accept 'float32'|'float16'|'bfloat16' (or fp32/fp16/bf16, or a torch dtype)."""
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device | None = None) -> torch.dtype:
+    """Accept 'float32'|'float16'|'bfloat16' (or fp32/fp16/bf16, or a torch dtype).
+
+    'auto' is bfloat16 on CUDA (fast, masks within a level of fp32) and float32
+    elsewhere (CPU autocast gains little and costs precision).
+    """
+    if isinstance(dtype, str) and dtype.lower() == "auto":
+        return torch.bfloat16 if device is not None and device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
         if dtype in _DTYPES.values():
             return dtype
@@ -98,7 +104,7 @@ class RMBGPredictor:
         if resolution <= 0 or resolution % 32:
             raise ValueError(f"resolution must be a positive multiple of 32, got {resolution}")
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.resolution = resolution
         self.arch = model.config.name
         self.compiled = compile
@@ -132,8 +138,7 @@ class RMBGPredictor:
 
         The device is checked before the (large) weights are read.
         """
-        resolve_device(device)
-        resolve_dtype(dtype)
+        resolve_dtype(dtype, resolve_device(device))
         model = load_birefnet(
             source, arch=arch, revision=revision, token=token, offline=offline, cache_dir=cache_dir
         )

@@ -34,24 +34,21 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_rmbg(args: argparse.Namespace) -> tuple[MaskPredictor | None, str, float]:
     """(predictor or None, description or reason, load seconds)."""
-    from models.rmbg import RMBGPredictor, resolve_device
+    from models.rmbg import RMBGPredictor
 
     start = time.perf_counter()
     try:
-        device = resolve_device(args.device)
-        dtype = args.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if device.type == "cuda" else "float32"
         predictor = RMBGPredictor.from_source(
             args.rmbg_path or "briaai/RMBG-2.0",
             arch=args.rmbg_arch,
             resolution=args.resolution,
-            device=str(device),
-            dtype=dtype,
+            device=args.device,
+            dtype=args.dtype,
         )
         predictor.warmup(1)
     except ModelError as exc:
         return None, f"unavailable ({exc.code}): {exc}", time.perf_counter() - start
+    dtype = str(predictor.dtype).removeprefix("torch.")
     desc = f"RMBG-2.0 {args.rmbg_arch} @{args.resolution} on {predictor.device} {dtype}"
     return predictor, desc, time.perf_counter() - start
 
