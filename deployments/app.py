@@ -13,7 +13,7 @@ from typing import Any
 import ray
 from ray.serve import Application
 
-from deployments.ingress import Ingress, IngressLimits
+from deployments.ingress import Ingress, IngressConfig
 from deployments.rmbg import RMBGDeployment
 from deployments.settings import ServiceSettings
 from deployments.u2net import U2NetDeployment
@@ -22,6 +22,14 @@ logger = logging.getLogger("ray.serve")
 
 #: GPU share of one RMBG-2.0 replica when the config does not say (two per GPU).
 DEFAULT_GPU_SHARE = 0.5
+#: Memory of an idle ingress replica (Python, FastAPI, Ray's worker), bytes.
+INGRESS_BASE_MEMORY = 512 * 1024**2
+#: Memory per pixel of the ingress's pixel budget: the decoded RGB (3 bytes) and the
+#: mask (1) of the input, the composed RGBA (4) of the output and the encoder's working
+#: copies, with headroom: sized from the peak RSS of a 50 MP request.
+INGRESS_BYTES_PER_BUDGET_PIXEL = 8
+#: Seconds a stopping replica gets beyond its longest request before it is killed.
+SHUTDOWN_MARGIN_S = 10.0
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -31,11 +39,15 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
 
 def build_app_from_settings(settings: ServiceSettings) -> Application:
+    recovery = settings.recovery_config()
     u2net = U2NetDeployment.options(
         ray_actor_options={"num_cpus": settings.u2net_num_cpus, "num_gpus": 0},
         user_config=settings.u2net_user_config(),
+        max_ongoing_requests=settings.u2net_max_ongoing_requests,
+        max_queued_requests=settings.u2net_max_queued_requests,
+        graceful_shutdown_timeout_s=settings.u2net_timeout_s + SHUTDOWN_MARGIN_S,
         **_scaling(settings.u2net_num_replicas, settings.u2net_autoscaling),
-    ).bind(settings.u2net_load_config())
+    ).bind(settings.u2net_load_config(), recovery)
     if settings.deploys_rmbg:
         rmbg_resources = {"num_cpus": settings.rmbg_num_cpus, "num_gpus": _gpu_share(settings)}
         rmbg_scaling = _scaling(settings.rmbg_num_replicas, settings.rmbg_autoscaling)
@@ -51,18 +63,40 @@ def build_app_from_settings(settings: ServiceSettings) -> Application:
     rmbg = RMBGDeployment.options(
         ray_actor_options=rmbg_resources,
         user_config=settings.rmbg_user_config(),
+        max_ongoing_requests=settings.rmbg_max_ongoing_requests,
+        max_queued_requests=settings.rmbg_max_queued_requests,
+        graceful_shutdown_timeout_s=settings.rmbg_timeout_s + SHUTDOWN_MARGIN_S,
         **rmbg_scaling,
-    ).bind(settings.rmbg_load_config())
-    limits = IngressLimits(
+    ).bind(settings.rmbg_load_config(), recovery)
+    config = IngressConfig(
         max_upload_bytes=settings.max_upload_bytes,
         max_pixels=settings.max_pixels,
+        max_output_pixels=settings.max_output_pixels,
+        pixel_budget=settings.ingress_pixel_budget,
+        retry_after_s=settings.retry_after_s,
         status_poll_interval_s=settings.status_poll_interval_s,
+        api_key_hashes=settings.api_key_hashes(),
+        health_details=settings.health_details,
+        cors_allow_origins=tuple(settings.cors_allow_origins),
     )
     return Ingress.options(
-        ray_actor_options={"num_cpus": settings.ingress_num_cpus, "num_gpus": 0},
+        ray_actor_options={
+            "num_cpus": settings.ingress_num_cpus,
+            "num_gpus": 0,
+            "memory": ingress_memory_bytes(settings),
+        },
         user_config=settings.routing_user_config(),
+        max_ongoing_requests=settings.ingress_max_ongoing_requests,
+        max_queued_requests=settings.ingress_max_queued_requests,
+        # The ingress holds a request for its whole deadline, plus decode and encode.
+        graceful_shutdown_timeout_s=settings.request_deadline_s + 2 * SHUTDOWN_MARGIN_S,
         **_scaling(settings.ingress_num_replicas, settings.ingress_autoscaling),
-    ).bind(u2net, rmbg, limits)
+    ).bind(u2net, rmbg, config)
+
+
+def ingress_memory_bytes(settings: ServiceSettings) -> int:
+    """Memory Ray reserves for one ingress replica: its base plus its pixel budget."""
+    return INGRESS_BASE_MEMORY + settings.ingress_pixel_budget * INGRESS_BYTES_PER_BUDGET_PIXEL
 
 
 def _scaling(count: int | None, autoscaling: dict[str, Any] | None) -> dict[str, Any]:

@@ -29,9 +29,13 @@ class ServiceError(Exception):
     status_code: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        #: set where trying again soon may work (overload, replicas restarting): Retry-After
+        self.retry_after_s = retry_after_s
         if code is not None:
             self.code = code
 
@@ -41,6 +45,20 @@ class NoModelAvailableError(ServiceError):
 
     status_code = 503
     code = "model_unavailable"
+
+
+class OverloadedError(ServiceError):
+    """Too much work in flight: retry after `retry_after_s` (503 with Retry-After)."""
+
+    status_code = 503
+    code = "overloaded"
+
+
+class UnauthorizedError(ServiceError):
+    """No valid API key (401)."""
+
+    status_code = 401
+    code = "unauthorized"
 
 
 class MaskTimeoutError(ServiceError):
@@ -62,8 +80,20 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
-def _json(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content=error_body(code, message))
+def _json(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(status_code=status, content=error_body(code, message), headers=headers)
+
+
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    """The JSON response of a ServiceError, with its Retry-After or WWW-Authenticate header."""
+    headers: dict[str, str] = {}
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, UnauthorizedError):
+        headers["WWW-Authenticate"] = 'Bearer realm="bg-removal"'
+    return _json(exc.status_code, exc.code, exc.message, headers or None)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -71,7 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return _json(exc.status_code, exc.code, exc.message)
+        return service_error_response(exc)
 
     @app.exception_handler(ImageError)
     async def _image_error(request: Request, exc: ImageError) -> JSONResponse:
@@ -88,7 +118,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         return _json(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)

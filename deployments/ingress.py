@@ -12,16 +12,18 @@ import asyncio
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any
+from typing import Any
 
-import numpy as np
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
+from starlette.datastructures import UploadFile
 
-from deployments.errors import error_body, install_error_handlers
+from deployments.admission import DeadlineAdmission, PixelBudget, Reservation
+from deployments.errors import OverloadedError, install_error_handlers
+from deployments.guard import RequestGuard, key_is_valid, presented_key
 from deployments.routing import (
     RMBG,
     U2NET,
@@ -31,11 +33,10 @@ from deployments.routing import (
     MaskRouter,
     RoutingConfig,
 )
-from imaging.compose import compose_styled, cutout, fit_to_ratio
-from imaging.decode import DecodedImage, decode_image
-from imaging.encode import encode_image
+from imaging.decode import decode_image
 from imaging.errors import ImageTooLargeError, InvalidOptionError
-from imaging.options import OutputFormat, Style, parse_format, parse_ratio, parse_style
+from imaging.options import OutputFormat, Style
+from imaging.render import RenderOptions, check_output, plan_output, render
 
 logger = logging.getLogger("ray.serve")
 
@@ -48,75 +49,62 @@ api = FastAPI(
 )
 install_error_handlers(api)
 
-#: Multipart framing and the small form fields on top of the file itself.
-MULTIPART_OVERHEAD_BYTES = 64 * 1024
-
-
-@api.middleware("http")
-async def refuse_oversized_bodies(request: Request, call_next: Any) -> Response:
-    """Refuse by Content-Length before the multipart body is read and spooled.
-
-    The limit lives on the replica's Ingress instance (settings are per app).
-    Bodies without a Content-Length are still checked after parsing.
-    """
-    ingress = serve.get_replica_context().servable_object
-    limit = ingress.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return JSONResponse(
-            status_code=413,
-            content=error_body(
-                ImageTooLargeError.code,
-                f"request body is {declared} bytes; uploads are limited to "
-                f"{ingress.max_upload_bytes} bytes",
-            ),
-        )
-    return await call_next(request)
+#: The form: one file and a few short option fields; anything more is refused.
+MAX_FORM_FILES = 1
+MAX_FORM_FIELDS = 8
+MAX_FIELD_BYTES = 1024
+FORM_FIELDS = {"file", "ratio", "style", "format"}
 
 
 @dataclass(frozen=True)
-class IngressLimits:
-    """Input limits, fixed at start (changing them restarts the ingress replicas)."""
+class IngressConfig:
+    """Limits and access settings, fixed at start (a change restarts the ingress replicas)."""
 
     max_upload_bytes: int
     max_pixels: int
+    max_output_pixels: int = 50_000_000
+    pixel_budget: int = 150_000_000
+    retry_after_s: int = 2
     status_poll_interval_s: float = 2.0
+    #: SHA-256 of each API key; empty: no authentication
+    api_key_hashes: frozenset[str] = frozenset()
+    health_details: bool = False
+    cors_allow_origins: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class RenderOptions:
-    """The validated request options."""
-
-    ratio: tuple[int, int] | None
-    style: Style | None
-    fmt: OutputFormat
-
-    @classmethod
-    def parse(cls, ratio: str | None, style: str | None, fmt: str | None) -> "RenderOptions":
-        options = cls(parse_ratio(ratio), parse_style(style), parse_format(fmt))
-        if options.fmt is OutputFormat.JPEG and options.style is None:
-            raise InvalidOptionError(
-                "format 'jpeg' has no transparency: use it with a style "
-                f"({', '.join(s.value for s in Style)}), or ask for 'png' or 'webp'"
-            )
-        return options
+def _replica_config() -> IngressConfig:
+    """The settings of the ingress replica serving this request (settings are per app)."""
+    return serve.get_replica_context().servable_object.config
 
 
-def render(decoded: DecodedImage, mask: np.ndarray, options: RenderOptions) -> tuple[bytes, str]:
-    """Compose the mask with the image as asked, then encode."""
-    if options.style is None:
-        pixels = cutout(decoded.rgb, mask, input_alpha=decoded.alpha)
-        if options.ratio is not None:
-            pixels = fit_to_ratio(pixels, options.ratio)
-    else:
-        pixels = compose_styled(
-            decoded.rgb, mask, style=options.style, ratio=options.ratio, input_alpha=decoded.alpha
-        )
-    return encode_image(pixels, options.fmt)
+api.add_middleware(RequestGuard, config_of=_replica_config)
+
+#: OpenAPI description of the multipart form, which the route parses itself (with limits).
+_FORM_SCHEMA: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "The photo: JPEG, PNG, WebP, BMP or TIFF.",
+                    },
+                    "ratio": {"type": "string", "description": "Canvas ratio W:H, e.g. 4:5."},
+                    "style": {"type": "string", "enum": [s.value for s in Style]},
+                    "format": {"type": "string", "enum": [f.value for f in OutputFormat]},
+                },
+            }
+        }
+    },
+}
 
 
-def health_report(config: RoutingConfig, monitor: GroupMonitor) -> dict[str, Any]:
-    """The health document: overall status, the primary model, the fallback, replicas."""
+def health_report(config: RoutingConfig, monitor: GroupMonitor, *, details: bool) -> dict[str, Any]:
+    """The health document: status and models for anyone; replica details when `details`."""
     rmbg, u2net = monitor.states[RMBG], monitor.states[U2NET]
     rmbg_reason = rmbg.unavailable_reason()
     u2net_ok = u2net.unavailable_reason() is None
@@ -125,54 +113,64 @@ def health_report(config: RoutingConfig, monitor: GroupMonitor) -> dict[str, Any
     else:
         primary, primary_ok, fallback_ok = u2net, u2net_ok, False
     status = "healthy" if primary_ok else "degraded" if fallback_ok else "unhealthy"
-    primary_status = primary.replica_status or {}
-    rmbg_status = rmbg.replica_status or {}
-    u2net_status = u2net.replica_status or {}
     report: dict[str, Any] = {
         "status": status,
         "model_name": config.model,
-        "model_loaded": bool(primary_status.get("loaded")) and primary.running_replicas > 0,
-        "device": primary_status.get("device", "cpu" if config.model == U2NET else None),
-        "gpu_available": bool(rmbg_status.get("gpu_available", False)),
-        "gpu_name": rmbg_status.get("gpu_name"),
-        "styles_available": [s.value for s in Style],
-        "formats_available": [f.value for f in OutputFormat],
-        "fallback": {
-            "enabled": config.fallback,
-            "model": U2NET,
-            "model_name": u2net_status.get("model_name"),
-            "loaded": bool(u2net_status.get("loaded")) and u2net.running_replicas > 0,
-            "weights": u2net_status.get("weights"),
-            "weights_source": u2net_status.get("weights_source"),
-            "runtime": u2net_status.get("runtime"),
-            "replicas": u2net.running_replicas,
-            "error": u2net.load_error,
-        },
-        "replicas": {RMBG: rmbg.running_replicas, U2NET: u2net.running_replicas},
-        "routing": asdict(config),
         "models": {
-            RMBG: _group_report(rmbg),
-            U2NET: _group_report(u2net),
+            name: {
+                "available": state.unavailable_reason() is None,
+                "ready_replicas": state.ready_replicas,
+            }
+            for name, state in ((RMBG, rmbg), (U2NET, u2net))
         },
     }
     if config.model == RMBG and rmbg_reason is not None:
         report["fallback_reason"] = rmbg_reason
+    if not details:
+        return report
+    primary_status = primary.replica_status or {}
+    rmbg_status = rmbg.replica_status or {}
+    u2net_status = u2net.replica_status or {}
+    report.update(
+        {
+            "model_loaded": bool(primary_status.get("loaded")) and primary.running_replicas > 0,
+            "device": primary_status.get("device", "cpu" if config.model == U2NET else None),
+            "gpu_available": bool(rmbg_status.get("gpu_available", False)),
+            "gpu_name": rmbg_status.get("gpu_name"),
+            "styles_available": [s.value for s in Style],
+            "formats_available": [f.value for f in OutputFormat],
+            "fallback": {
+                "enabled": config.fallback,
+                "model": U2NET,
+                "model_name": u2net_status.get("model_name"),
+                "loaded": u2net.ready_replicas > 0 and u2net.running_replicas > 0,
+                "weights": u2net_status.get("weights"),
+                "weights_source": u2net_status.get("weights_source"),
+                "runtime": u2net_status.get("runtime"),
+                "replicas": u2net.running_replicas,
+                "error": u2net.load_error,
+            },
+            "replicas": {RMBG: rmbg.running_replicas, U2NET: u2net.running_replicas},
+            "routing": asdict(config),
+        }
+    )
+    for name, state in ((RMBG, rmbg), (U2NET, u2net)):
+        report["models"][name].update(_group_report(state))
     return report
 
 
 def _group_report(state: GroupState) -> dict[str, Any]:
-    reason = state.unavailable_reason()
     return {
-        "available": reason is None,
-        "unavailable_reason": reason,
+        "unavailable_reason": state.unavailable_reason(),
         "replica_states": state.replica_states,
         "status": state.replica_status,
+        "replicas": sorted(state.statuses, key=lambda s: str(s.get("replica_id"))),
     }
 
 
 # Note: `serve.ingress` snapshots the FastAPI app when the class is decorated, so
 # every function the routes use must be defined above this point.
-@serve.deployment(name="Ingress", max_ongoing_requests=64)
+@serve.deployment(name="Ingress", max_ongoing_requests=32)
 @serve.ingress(api)
 class Ingress:
     """FastAPI ingress; routes mask requests to the model groups."""
@@ -181,12 +179,16 @@ class Ingress:
         self,
         u2net: DeploymentHandle,
         rmbg: DeploymentHandle,
-        limits: IngressLimits,
+        config: IngressConfig,
     ) -> None:
-        self._limits = limits
+        self.config = config
+        self._budget = PixelBudget(config.pixel_budget, config.retry_after_s)
+        # Whole requests (decode, masks, compose, encode) share this replica's CPUs: past
+        # what it can answer in time, a request is refused at the door, before its body.
+        self._door = DeadlineAdmission()
         handles = {RMBG: rmbg, U2NET: u2net}
-        self._monitor = GroupMonitor(handles, limits.status_poll_interval_s)
-        self._router = MaskRouter(handles, self._monitor)
+        self._monitor = GroupMonitor(handles, config.status_poll_interval_s)
+        self._router = MaskRouter(handles, self._monitor, config.retry_after_s)
         self._requests = Counter(
             "bg_removal_requests",
             description="Finished remove-background requests by model and status.",
@@ -199,36 +201,63 @@ class Ingress:
             tag_keys=("model",),
         )
 
-    @property
-    def max_upload_bytes(self) -> int:
-        return self._limits.max_upload_bytes
-
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Rollout settings: primary model, fallback on/off, per-group timeouts."""
         self._router.config = RoutingConfig.from_user_config(config)
         logger.info("routing reconfigured: %s", self._router.config)
 
-    @api.post(f"{API_PREFIX}/remove-background")
-    async def remove_background(
-        self,
-        file: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP, BMP or TIFF.")],
-        ratio: Annotated[str | None, Form(description="Canvas ratio W:H, e.g. 4:5.")] = None,
-        style: Annotated[str | None, Form(description="minimal, mood or street.")] = None,
-        format: Annotated[str | None, Form(description="png (default), webp, jpeg.")] = None,
-    ) -> Response:
+    @api.post(
+        f"{API_PREFIX}/remove-background",
+        openapi_extra={"requestBody": _FORM_SCHEMA},
+        response_class=Response,
+    )
+    async def remove_background(self, request: Request) -> Response:
         """Cut the subject out of the photo, optionally composed on a styled canvas."""
         self._monitor.start()
         started = time.perf_counter()
-        options = RenderOptions.parse(ratio, style, format)
-        data = await self._read_upload(file)
-        decoded = await asyncio.to_thread(
-            decode_image,
-            data,
-            max_bytes=self._limits.max_upload_bytes,
-            max_pixels=self._limits.max_pixels,
+        routing = self._router.config
+        budget_s = routing.rmbg_timeout_s if routing.model == RMBG else routing.u2net_timeout_s
+        if not self._door.admit(budget_s, time.monotonic()):
+            raise OverloadedError(
+                f"this replica cannot answer another request within {budget_s:g} s now: "
+                f"retry after {self.config.retry_after_s} s",
+                retry_after_s=self.config.retry_after_s,
+            )
+        token = self._door.started(time.monotonic())
+        served = False
+        try:
+            response = await self._remove_background(request, started)
+            served = True
+            return response
+        finally:
+            self._door.finished(token, time.monotonic(), served=served)
+
+    async def _remove_background(self, request: Request, started: float) -> Response:
+        data, fields = await self._read_form(request)
+        options = RenderOptions.parse(
+            fields.get("ratio"), fields.get("style"), fields.get("format")
         )
-        result: MaskResult = await self._router.mask(decoded.rgb)
-        body, media_type = await asyncio.to_thread(render, decoded, result.mask, options)
+        reservation = Reservation(self._budget)
+
+        def admit(width: int, height: int) -> None:
+            # From the header alone, before any pixel is decoded or any model runs.
+            out_size = plan_output(width, height, options)
+            check_output(out_size, options, self.config.max_output_pixels)
+            reservation.acquire(width * height + out_size[0] * out_size[1])
+
+        try:
+            decoded = await asyncio.to_thread(
+                decode_image,
+                data,
+                max_bytes=self.config.max_upload_bytes,
+                max_pixels=self.config.max_pixels,
+                before_decode=admit,
+            )
+            del data
+            result: MaskResult = await self._router.mask(decoded.rgb)
+            body, media_type = await asyncio.to_thread(render, decoded, result.mask, options)
+        finally:
+            reservation.release()
         elapsed_ms = (time.perf_counter() - started) * 1000
         headers = {
             "X-Model-Used": result.model,
@@ -249,23 +278,42 @@ class Ingress:
         )
         return Response(content=body, media_type=media_type, headers=headers)
 
-    async def _read_upload(self, file: UploadFile) -> bytes:
-        """Read the upload (at most limit + 1 bytes), refusing what is over the byte limit."""
-        limit = self._limits.max_upload_bytes
-        if file.size is not None and file.size > limit:
-            raise ImageTooLargeError(f"upload is {file.size} bytes; the limit is {limit} bytes")
-        data = await file.read(limit + 1)
+    async def _read_form(self, request: Request) -> tuple[bytes, dict[str, str]]:
+        """The upload's bytes and the option fields, under strict multipart limits."""
+        limit = self.config.max_upload_bytes
+        async with request.form(
+            max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FIELD_BYTES
+        ) as form:
+            unknown = sorted(set(form.keys()) - FORM_FIELDS)
+            if unknown:
+                raise InvalidOptionError(
+                    f"unknown form field(s) {', '.join(unknown)}; "
+                    f"allowed: {', '.join(sorted(FORM_FIELDS))}"
+                )
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InvalidOptionError("missing the image: send it as the form field 'file'")
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            data = await upload.read(limit + 1)
         if len(data) > limit:
             raise ImageTooLargeError(f"upload is over the limit of {limit} bytes")
-        return data
+        return data, fields
 
     @api.get(f"{API_PREFIX}/health")
-    async def health(self) -> JSONResponse:
-        """Readiness of each model group; 503 when no group can serve."""
+    async def health(self, request: Request) -> JSONResponse:
+        """Readiness of each model group; 503 when no group can serve.
+
+        Anyone gets status and models; replica details (pids, paths, errors) need an
+        API key, or `health_details`.
+        """
         self._monitor.start()
         try:
             await asyncio.wait_for(self._monitor.refresh(), timeout=10)
         except Exception as exc:
             logger.warning("health refresh failed: %r", exc)
-        report = health_report(self._router.config, self._monitor)
+        details = self.config.health_details or (
+            bool(self.config.api_key_hashes)
+            and key_is_valid(presented_key(request.headers), self.config.api_key_hashes)
+        )
+        report = health_report(self._router.config, self._monitor, details=details)
         return JSONResponse(report, status_code=503 if report["status"] == "unhealthy" else 200)

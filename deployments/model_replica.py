@@ -1,8 +1,12 @@
-"""What both model groups share: load once, batch requests, run batches serially, report state.
+"""What both model groups share: load, heal, batch requests, run batches serially, report state.
 
 A replica whose model fails to load stays up and says why (in `status()` and in
 the typed error every `predict` call raises), instead of crash-looping: the
 ingress then falls back at once, and health shows the operator the reason.
+A transient cause (network, hub 5xx, weights not there yet) is retried with
+backoff in the background, so a blip heals without a redeploy; if it lasts past
+the grace period, `check_health` fails and Serve replaces the replica. A
+permanent cause (gated, checksum, mismatch) stays failed with its message.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -21,6 +26,8 @@ from ray import serve
 from ray.serve.metrics import Counter as MetricCounter
 from ray.serve.metrics import Histogram
 
+from deployments.settings import RecoveryConfig
+from imaging.resize import ModelInputSpec
 from models.errors import ModelError
 
 logger = logging.getLogger("ray.serve")
@@ -35,10 +42,13 @@ class MaskPredictor(Protocol):
 class ModelNotLoadedError(ModelError):
     """Raised by `predict` on a replica whose model failed to load."""
 
-    def __init__(self, message: str, code: str = "model_error") -> None:
-        # `message` alone in args: Ray pickles exceptions, and `code` travels in __dict__.
+    def __init__(
+        self, message: str, code: str = "model_error", replica_id: str | None = None
+    ) -> None:
+        # `message` alone in args: Ray pickles exceptions; the rest travels in __dict__.
         super().__init__(message)
         self.code = code
+        self.replica_id = replica_id
 
 
 class InjectedFaultError(ModelError):
@@ -57,9 +67,14 @@ class ModelReplica(ABC):
     #: the model name reported in X-Model-Used and in metrics
     model_name: str = ""
 
-    def __init__(self) -> None:
+    def __init__(self, recovery: RecoveryConfig) -> None:
+        self._recovery = recovery
         self._predictor: MaskPredictor | None = None
         self._load_error: ModelError | None = None
+        self._load_attempts = 0
+        self._first_failure_at: float | None = None
+        self._next_retry_at: float | None = None
+        self._stop = threading.Event()
         self._chaos_error_rate = 0.0
         self._chaos_counter = 0
         self._user_config: dict[str, Any] = {}
@@ -85,15 +100,68 @@ class ModelReplica(ABC):
             tag_keys=("model", "code"),
         )
         self._errors.set_default_tags({"model": self.model_name})
+        if not self._try_load() and self._retryable():
+            threading.Thread(target=self._retry_loop, name="model-load-retry", daemon=True).start()
+
+    def _try_load(self) -> bool:
+        """One load attempt; True when the model is ready."""
+        self._load_attempts += 1
         try:
-            self._predictor = self._load()
-            logger.info("%s loaded: %s", self.model_name, self._describe())
+            predictor = self._load()
         except ModelError as exc:
-            self._load_error = exc
+            self._note_failure(exc)
             logger.error("%s failed to load (%s): %s", self.model_name, exc.code, exc)
+            return False
         except Exception as exc:  # an unexpected bug must not crash-loop the replica
-            self._load_error = ModelError(f"{type(exc).__name__}: {exc}")
+            self._note_failure(ModelError(f"{type(exc).__name__}: {exc}"))
             logger.exception("%s failed to load with an unexpected error", self.model_name)
+            return False
+        self._predictor, self._load_error = predictor, None
+        self._first_failure_at = self._next_retry_at = None
+        logger.info(
+            "%s loaded (attempt %d): %s", self.model_name, self._load_attempts, self._describe()
+        )
+        return True
+
+    def _note_failure(self, exc: ModelError) -> None:
+        self._load_error = exc
+        if self._first_failure_at is None:
+            self._first_failure_at = time.monotonic()
+
+    def _retryable(self) -> bool:
+        return self._load_error is not None and self._load_error.transient
+
+    def _retry_loop(self) -> None:
+        """Retry a transient load failure with exponential backoff until it loads."""
+        delay = self._recovery.retry_initial_s
+        while self._retryable():
+            self._next_retry_at = time.monotonic() + delay
+            if self._stop.wait(delay):
+                return
+            self._next_retry_at = None
+            if self._try_load():
+                return
+            delay = min(delay * 2, self._recovery.retry_max_s)
+
+    @property
+    def load_state(self) -> str:
+        """`ready`, `loading` (a transient failure being retried) or `failed` (permanent)."""
+        if self._predictor is not None:
+            return "ready"
+        return "loading" if self._retryable() or self._load_error is None else "failed"
+
+    def check_health(self) -> None:
+        """Serve replaces this replica when a transient load failure outlasts the grace period."""
+        if self._retryable() and self._first_failure_at is not None:
+            failing_for = time.monotonic() - self._first_failure_at
+            if failing_for > self._recovery.grace_s:
+                raise RuntimeError(
+                    f"{self.model_name} has not loaded for {failing_for:.0f} s "
+                    f"({self._load_error}); replacing the replica"
+                )
+
+    def __del__(self) -> None:
+        self._stop.set()
 
     @abstractmethod
     def _load(self) -> MaskPredictor:
@@ -102,6 +170,10 @@ class ModelReplica(ABC):
     @abstractmethod
     def _describe(self) -> dict[str, Any]:
         """Facts about the loaded model for health output (device, weights, ...)."""
+
+    @abstractmethod
+    def _input_spec(self) -> ModelInputSpec | None:
+        """How the ingress should resize photos for this model (None: not loaded yet)."""
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Apply rollout settings in place: batch size and wait, chaos drill rate."""
@@ -116,7 +188,8 @@ class ModelReplica(ABC):
         """One mask per image; requests arriving together run as one batch."""
         if self._predictor is None:
             error = self._load_error or ModelError("model not loaded")
-            raise ModelNotLoadedError(str(error), error.code)
+            replica_id = serve.get_replica_context().replica_id.unique_id
+            raise ModelNotLoadedError(str(error), error.code, replica_id)
         self._batch_sizes[len(images)] += 1
         self._batch_hist.observe(len(images))
         self._maybe_inject_fault()
@@ -153,9 +226,18 @@ class ModelReplica(ABC):
     async def status(self) -> dict[str, Any]:
         """This replica's state, for the ingress's health endpoint and for operators."""
         context = serve.get_replica_context()
+        spec = self._input_spec() if self._predictor is not None else None
         info: dict[str, Any] = {
             "model": self.model_name,
             "loaded": self._predictor is not None,
+            "state": self.load_state,
+            "load_attempts": self._load_attempts,
+            "next_retry_in_s": (
+                None
+                if self._next_retry_at is None
+                else round(max(0.0, self._next_retry_at - time.monotonic()), 1)
+            ),
+            "input_spec": spec.as_dict() if spec is not None else None,
             "replica_id": context.replica_id.unique_id,
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self._started, 1),

@@ -13,7 +13,8 @@ import ray
 from ray import serve
 
 from deployments.model_replica import MaskPredictor, ModelReplica
-from deployments.settings import RMBGLoadConfig
+from deployments.settings import RecoveryConfig, RMBGLoadConfig
+from imaging.resize import ModelInputSpec
 from models.errors import OutOfMemoryError
 
 
@@ -23,9 +24,9 @@ class RMBGDeployment(ModelReplica):
 
     model_name = "rmbg-2.0"
 
-    def __init__(self, config: RMBGLoadConfig) -> None:
+    def __init__(self, config: RMBGLoadConfig, recovery: RecoveryConfig) -> None:
         self._config = config
-        super().__init__()
+        super().__init__(recovery)
 
     def _load(self) -> MaskPredictor:
         # Imported here so that only RMBG-2.0 replicas pay for importing torch.
@@ -63,6 +64,12 @@ class RMBGDeployment(ModelReplica):
             info["device"] = str(predictor.device)
             info["dtype"] = str(predictor.dtype).removeprefix("torch.")
         return info
+
+    def _input_spec(self) -> ModelInputSpec | None:
+        # Pillow's antialiased bilinear, as the reference pipeline (torchvision Resize on a
+        # PIL image) does; the predictor's own resize of an R x R input is then the identity.
+        r = self._config.resolution
+        return ModelInputSpec(width=r, height=r, downscale="bilinear", upscale="bilinear")
 
     def _translate(self, exc: Exception) -> Exception:
         import torch

@@ -9,6 +9,7 @@ returning which model answered and why the fallback served.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,11 +18,14 @@ from typing import Any
 import numpy as np
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
 
-from deployments.errors import MaskTimeoutError, NoModelAvailableError
+from deployments.admission import DeadlineAdmission
+from deployments.errors import MaskTimeoutError, NoModelAvailableError, OverloadedError
 from deployments.model_replica import ModelNotLoadedError
+from imaging.resize import ModelInputSpec
 from models.errors import ModelError
 
 logger = logging.getLogger("ray.serve")
@@ -51,19 +55,49 @@ class RoutingConfig:
         return routing
 
 
+#: A replica's status not seen for this many poll intervals is dropped (the replica is gone).
+STALE_POLLS = 5
+#: Most status calls per group and poll: each call reaches one replica, picked by Serve.
+MAX_STATUS_CALLS = 8
+
+
 @dataclass
 class GroupState:
-    """What the ingress last learnt about one model group."""
+    """What the ingress last learnt about one model group, from all of its replicas."""
 
     running_replicas: int = 0
     replica_states: dict[str, int] = field(default_factory=dict)
-    replica_status: dict[str, Any] | None = None
+    #: replica id -> (its last `status()`, when it was seen)
+    replicas: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
     updated_at: float = 0.0
 
     @property
+    def statuses(self) -> list[dict[str, Any]]:
+        return [status for status, _ in self.replicas.values()]
+
+    @property
+    def ready_replicas(self) -> int:
+        return sum(1 for status in self.statuses if status.get("loaded"))
+
+    @property
+    def replica_status(self) -> dict[str, Any] | None:
+        """One replica's report: a ready one where there is one (for health's summary)."""
+        statuses = self.statuses
+        ready = [s for s in statuses if s.get("loaded")]
+        return (ready or statuses or [None])[0]
+
+    @property
     def load_error(self) -> dict[str, str] | None:
+        """The load error when no known replica of the group is ready."""
+        if not self.replicas or self.ready_replicas:
+            return None
         status = self.replica_status or {}
-        return None if status.get("loaded", True) else status.get("error")
+        return status.get("error") or {"code": "loading", "message": "the model is loading"}
+
+    @property
+    def input_spec(self) -> ModelInputSpec | None:
+        spec = (self.replica_status or {}).get("input_spec")
+        return ModelInputSpec.from_dict(spec) if spec else None
 
     def unavailable_reason(self) -> str | None:
         """Why this group cannot serve now, as a short code; None when it can."""
@@ -74,6 +108,21 @@ class GroupState:
             return f"load_failed:{error.get('code', 'unknown')}"
         return None
 
+    def observe(self, statuses: list[dict[str, Any]], now: float, stale_after_s: float) -> None:
+        for status in statuses:
+            self.replicas[str(status.get("replica_id"))] = (status, now)
+        for replica_id, (_, seen) in list(self.replicas.items()):
+            if now - seen > stale_after_s:
+                del self.replicas[replica_id]
+
+
+class GroupBusyError(Exception):
+    """The group would likely not answer within the request's share of its deadline."""
+
+
+#: What "this group is full right now" looks like: Serve's queue bound, or our own estimate.
+OVERLOADED = (BackPressureError, GroupBusyError)
+
 
 @dataclass(frozen=True)
 class MaskResult:
@@ -83,7 +132,7 @@ class MaskResult:
 
 
 class GroupMonitor:
-    """Polls Serve's status and each group's `status()` in the background."""
+    """Polls Serve's status and every replica's `status()` in the background."""
 
     def __init__(self, handles: dict[str, DeploymentHandle], interval_s: float) -> None:
         self._handles = handles
@@ -91,10 +140,18 @@ class GroupMonitor:
         self.states = {name: GroupState() for name in handles}
         self._task: asyncio.Task[None] | None = None
         self._refresh_lock = asyncio.Lock()
+        self._first_refresh = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def ready(self, timeout_s: float = 5.0) -> None:
+        """Wait (briefly) for the first poll, so the first requests are routed on facts."""
+        self.start()
+        if not self._first_refresh.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_refresh.wait(), timeout_s)
 
     async def _run(self) -> None:
         while True:
@@ -105,6 +162,7 @@ class GroupMonitor:
                 return
             except Exception:  # keep polling; the next round may succeed
                 logger.exception("model group status refresh failed")
+            self._first_refresh.set()
             await asyncio.sleep(self._interval_s)
 
     async def refresh(self) -> None:
@@ -116,22 +174,32 @@ class GroupMonitor:
                 state.replica_states = states
                 state.running_replicas = states.get("RUNNING", 0)
                 state.updated_at = now
-                if state.running_replicas:
-                    try:
-                        state.replica_status = await asyncio.wait_for(
-                            self._handles[name].status.remote(), timeout=5
-                        )
-                    except Exception as exc:
-                        logger.warning("status of %s unavailable: %r", name, exc)
+                statuses = await self._poll(name, state.running_replicas)
+                state.observe(statuses, now, STALE_POLLS * self._interval_s)
 
-    def note_load_failure(self, name: str, code: str, message: str) -> None:
+    async def _poll(self, name: str, running: int) -> list[dict[str, Any]]:
+        """Status of (very likely) every replica: Serve spreads concurrent calls over them."""
+        if not running:
+            return []
+        calls = [
+            asyncio.wait_for(self._handles[name].status.remote(), timeout=5)
+            for _ in range(min(2 * running, MAX_STATUS_CALLS))
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            logger.warning("status of %s: %d call(s) failed: %r", name, len(failures), failures[0])
+        return [r for r in results if isinstance(r, dict)]
+
+    def note_load_failure(self, name: str, replica_id: str | None, code: str, message: str) -> None:
         """A request met a replica that failed to load: remember it until the next poll."""
         state = self.states[name]
-        state.replica_status = {
-            **(state.replica_status or {}),
-            "loaded": False,
-            "error": {"code": code, "message": message},
-        }
+        key = replica_id or "unknown"
+        status, seen = state.replicas.get(key, ({"replica_id": key}, time.monotonic()))
+        state.replicas[key] = (
+            {**status, "loaded": False, "error": {"code": code, "message": message}},
+            seen,
+        )
 
 
 def _replica_states() -> dict[str, dict[str, int]]:
@@ -147,11 +215,24 @@ def _replica_states() -> dict[str, dict[str, int]]:
 
 
 class MaskRouter:
-    """Ask the primary model; fall back to U2-Net when it cannot answer."""
+    """Ask the primary model; fall back to U2-Net when it cannot answer.
 
-    def __init__(self, handles: dict[str, DeploymentHandle], monitor: GroupMonitor) -> None:
+    Each request has one deadline, split between the groups: RMBG-2.0 gets
+    `rmbg_timeout_s`, then U2-Net `u2net_timeout_s`. A request whose replica died
+    (or had not loaded, while others of its group have) is sent once more to the
+    same group within its share; the proxy's timeout must exceed the sum.
+    """
+
+    def __init__(
+        self,
+        handles: dict[str, DeploymentHandle],
+        monitor: GroupMonitor,
+        retry_after_s: int = 2,
+    ) -> None:
         self._handles = handles
         self._monitor = monitor
+        self._retry_after_s = retry_after_s
+        self._admission = {name: DeadlineAdmission() for name in handles}
         self.config = RoutingConfig()
         self._fallbacks = Counter(
             "bg_removal_fallbacks",
@@ -160,6 +241,7 @@ class MaskRouter:
         )
 
     async def mask(self, rgb: np.ndarray) -> MaskResult:
+        await self._monitor.ready()
         config = self.config
         reason: str | None = None
         if config.model == RMBG:
@@ -170,6 +252,8 @@ class MaskRouter:
                     return MaskResult(mask, RMBG)
                 except TimeoutError:
                     reason = "timeout"
+                except OVERLOADED:
+                    reason = "overloaded"
                 except Exception as exc:
                     reason = _failure_reason(exc)
                     if reason.startswith("error:") and not isinstance(_cause(exc), ModelError):
@@ -179,6 +263,7 @@ class MaskRouter:
                     f"RMBG-2.0 cannot serve ({reason}) and fallback is off "
                     "(BG_REMOVAL_FALLBACK=false)",
                     code="model_unavailable",
+                    retry_after_s=self._retry_after_s if _passing(reason) else None,
                 )
             logger.warning("falling back to U2-Net: %s", reason)
             self._fallbacks.inc(tags={"reason": reason.split(":")[0]})
@@ -189,31 +274,96 @@ class MaskRouter:
                 f"U2-Net did not answer within {config.u2net_timeout_s:g} s"
                 + (f" (RMBG-2.0: {reason})" if reason else "")
             ) from exc
+        except OVERLOADED as exc:
+            raise OverloadedError(
+                f"U2-Net is at capacity ({exc}): retry after {self._retry_after_s} s",
+                retry_after_s=self._retry_after_s,
+            ) from exc
         except NoModelAvailableError:
             raise
         except Exception as exc:
-            detail = f"{_failure_reason(exc)}: {_message(exc)}"
+            detail = _failure_reason(exc)
             raise NoModelAvailableError(
-                f"U2-Net cannot serve ({detail})"
-                + (f"; RMBG-2.0 cannot serve ({reason})" if reason else "")
+                f"U2-Net cannot serve ({detail}: {_message(exc)})"
+                + (f"; RMBG-2.0 cannot serve ({reason})" if reason else ""),
+                retry_after_s=self._retry_after_s if _passing(detail) else None,
             ) from exc
         return MaskResult(mask, U2NET, reason)
 
     async def _call(self, name: str, rgb: np.ndarray, timeout_s: float) -> np.ndarray:
+        """The group's mask at the photo's size, within `timeout_s`, one retry on replica loss."""
         state = self._monitor.states[name]
         if name == U2NET and (reason := state.unavailable_reason()):
-            raise NoModelAvailableError(f"U2-Net cannot serve ({reason})")
-        response = self._handles[name].predict.remote(rgb)
+            raise NoModelAvailableError(
+                f"U2-Net cannot serve ({reason})",
+                retry_after_s=self._retry_after_s if _passing(reason) else None,
+            )
+        admission = self._admission[name]
+        now = time.monotonic()
+        if not admission.admit(timeout_s, now):
+            raise GroupBusyError(
+                f"{admission.in_flight} requests in flight, the next answer expected in "
+                f"{admission.predicted_wait_s(now):.1f} s: over {admission.share:.0%} of "
+                f"{timeout_s:g} s"
+            )
+        spec = state.input_spec
+        token = admission.started(now)
+        served = False
         try:
-            return await asyncio.wait_for(response, timeout=timeout_s)
-        except TimeoutError:
-            response.cancel()
-            raise
-        except Exception as exc:
-            cause = _cause(exc)
-            if isinstance(cause, ModelNotLoadedError):
-                self._monitor.note_load_failure(name, cause.code, str(cause))
-            raise
+            # Only what the model needs travels: its input size, not the photo (up to 150 MB).
+            small = await asyncio.to_thread(spec.to_input, rgb) if spec is not None else rgb
+            # the group's share of the deadline starts when its input is ready
+            mask = await self._predict(name, small, time.monotonic() + timeout_s, state)
+            served = True
+        finally:
+            admission.finished(token, time.monotonic(), served=served)
+        height, width = rgb.shape[:2]
+        if mask.shape != (height, width):
+            if spec is None:  # cannot happen: without a spec the photo went at its own size
+                raise RuntimeError(f"{name} returned a {mask.shape} mask for {rgb.shape}")
+            mask = await asyncio.to_thread(spec.to_size, mask, height, width)
+        return mask
+
+    async def _predict(
+        self, name: str, image: np.ndarray, deadline: float, state: GroupState
+    ) -> np.ndarray:
+        """One model call within the deadline; once more if its replica was lost."""
+        for attempt in (1, 2):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            response = self._handles[name].predict.remote(image)
+            try:
+                return await asyncio.wait_for(response, timeout=remaining)
+            except TimeoutError:
+                response.cancel()
+                raise
+            except Exception as exc:
+                cause = _cause(exc)
+                if isinstance(cause, ModelNotLoadedError):
+                    self._monitor.note_load_failure(name, cause.replica_id, cause.code, str(cause))
+                if attempt == 1 and _worth_retry(cause, state):
+                    logger.warning("%s: %s, asking another replica", name, _failure_reason(exc))
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+
+def _worth_retry(cause: BaseException, state: GroupState) -> bool:
+    """Replica lost: another one may answer. Not loaded: only if another replica is ready."""
+    if isinstance(cause, (ActorDiedError, ActorUnavailableError, RayActorError)):
+        return True
+    return isinstance(cause, ModelNotLoadedError) and state.ready_replicas > 0
+
+
+def _passing(reason: str | None) -> bool:
+    """Whether a reason is likely to clear by itself soon (worth a Retry-After)."""
+    if not reason:
+        return False
+    return reason in {"no_live_replica", "replica_died", "overloaded", "timeout"} or (
+        reason
+        in {"load_failed:loading", "load_failed:weights_network", "load_failed:weights_not_found"}
+    )
 
 
 def _cause(exc: BaseException) -> BaseException:

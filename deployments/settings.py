@@ -9,11 +9,12 @@ a `serve deploy` with changed args is the whole rollout.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ModelName = Literal["rmbg-2.0", "u2net"]
 Device = Literal["cuda", "cpu", "auto"]
@@ -32,6 +33,15 @@ class RMBGLoadConfig:
     dtype: str
     compile: bool
     revision: str | None
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """How a model replica whose load failed on a transient cause heals itself."""
+
+    retry_initial_s: float
+    retry_max_s: float
+    grace_s: float
 
 
 @dataclass(frozen=True)
@@ -99,14 +109,20 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("u2net_home", "U2NET_HOME"),
         description="rembg's model directory (default ~/.u2net).",
     )
-    u2net_runtime: U2NetRuntime = Field("auto", description="auto: OpenVINO if installed.")
+    u2net_runtime: U2NetRuntime = Field(
+        "auto", description="auto: the faster of ONNX Runtime and OpenVINO, measured at start."
+    )
     u2net_precision: Literal["auto", "f32", "bf16"] = Field(
-        "auto", description="auto: bf16 for rembg's u2net on OpenVINO, else f32."
+        "auto",
+        description="auto: measured; bf16 is a candidate only for rembg's u2net, exact "
+        "resizing, on CPUs with native bf16.",
     )
     u2net_resize: Literal["auto", "fast", "exact"] = Field(
         "auto", description="auto: exact with bf16, fast with f32; exact+ORT = rembg's bits."
     )
-    u2net_threads: int | None = Field(None, ge=1, description="Intra-op threads per replica.")
+    u2net_threads: int | None = Field(
+        None, ge=1, description="Intra-op threads per replica; None: measured (all, half from 4)."
+    )
     u2net_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per U2-Net replica.")
     u2net_num_replicas: int | None = Field(None, ge=0)
     u2net_autoscaling: dict[str, Any] | None = Field(None)
@@ -121,7 +137,56 @@ class ServiceSettings(BaseSettings):
     ingress_autoscaling: dict[str, Any] | None = Field(None)
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(50_000_000, ge=1024, description="Refused before decoding.")
+    max_output_pixels: int = Field(
+        50_000_000, ge=1024, description="Largest result; refused before the model runs."
+    )
     status_poll_interval_s: float = Field(2.0, gt=0, description="Replica state refresh.")
+
+    # Budgets and backpressure.
+    ingress_pixel_budget: int = Field(
+        150_000_000,
+        ge=1024,
+        description="Pixels (input + output) one ingress replica holds at once; beyond: 503.",
+    )
+    ingress_max_ongoing_requests: int = Field(32, ge=1)
+    ingress_max_queued_requests: int = Field(
+        64, ge=1, description="Requests the proxy queues per ingress replica; beyond: 503."
+    )
+    rmbg_max_ongoing_requests: int = Field(16, ge=1)
+    rmbg_max_queued_requests: int = Field(
+        32, ge=1, description="Queued masks per RMBG-2.0 group handle; beyond: fallback."
+    )
+    u2net_max_ongoing_requests: int = Field(16, ge=1)
+    u2net_max_queued_requests: int = Field(
+        64, ge=1, description="Queued masks per U2-Net group handle; beyond: 503."
+    )
+    retry_after_s: int = Field(2, ge=1, le=600, description="Retry-After of overload answers.")
+
+    # Self-healing of model replicas.
+    load_retry_initial_s: float = Field(5.0, gt=0, description="First retry of a failed load.")
+    load_retry_max_s: float = Field(120.0, gt=0, description="Longest wait between load retries.")
+    load_failure_grace_s: float = Field(
+        600.0, gt=0, description="Transient load failure this long: replica replaced."
+    )
+
+    # Access.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys (from a secret); empty: no authentication.",
+    )
+    health_details: bool = Field(
+        False, description="Show replica details in health without an API key."
+    )
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS; empty: off."
+    )
+
+    @field_validator("api_keys", "cors_allow_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @field_validator("rmbg_resolution")
     @classmethod
@@ -132,12 +197,36 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSettings:
+        if self.ingress_pixel_budget < self.max_pixels + self.max_output_pixels:
+            raise ValueError(
+                f"ingress_pixel_budget ({self.ingress_pixel_budget}) must hold the largest "
+                f"request: max_pixels + max_output_pixels = "
+                f"{self.max_pixels + self.max_output_pixels}"
+            )
         if self.model == "rmbg-2.0" and self.device == "cuda" and self.rmbg_num_gpus == 0:
             raise ValueError(
                 "BG_REMOVAL_DEVICE=cuda but rmbg_num_gpus=0: the RMBG-2.0 replicas would get "
                 "no GPU. Use a GPU config (configs/gpu.yaml) or set BG_REMOVAL_DEVICE=cpu."
             )
         return self
+
+    @property
+    def request_deadline_s(self) -> float:
+        """The longest a request waits for masks: RMBG-2.0's share, then U2-Net's."""
+        return self.rmbg_timeout_s + self.u2net_timeout_s
+
+    def api_key_hashes(self) -> frozenset[str]:
+        """SHA-256 of each key: what travels to the replicas (Serve stores init args)."""
+        return frozenset(
+            hashlib.sha256(key.get_secret_value().encode()).hexdigest() for key in self.api_keys
+        )
+
+    def recovery_config(self) -> RecoveryConfig:
+        return RecoveryConfig(
+            retry_initial_s=self.load_retry_initial_s,
+            retry_max_s=self.load_retry_max_s,
+            grace_s=self.load_failure_grace_s,
+        )
 
     @property
     def deploys_rmbg(self) -> bool:

@@ -98,6 +98,21 @@ def _reduce(ratio: tuple[int, int]) -> tuple[int, int]:
     return rw // g, rh // g
 
 
+def ratio_canvas_size(width: int, height: int, ratio: tuple[int, int]) -> tuple[int, int]:
+    """(W, H) of the smallest canvas of exactly ``ratio`` that holds a width x height image."""
+    rw, rh = _reduce(ratio)
+    k = max(-(-width // rw), -(-height // rh))
+    return k * rw, k * rh
+
+
+def styled_canvas_bound(width: int, height: int, ratio: tuple[int, int] | None) -> tuple[int, int]:
+    """The largest canvas `compose_styled` can return for a width x height photo.
+
+    Known before the mask exists: the canvas long side is capped at `MAX_LONG_SIDE`.
+    """
+    return _canvas_size(_reduce(ratio if ratio is not None else (width, height)), MAX_LONG_SIDE)
+
+
 def fit_to_ratio(rgba: np.ndarray, ratio: tuple[int, int]) -> np.ndarray:
     """Centre the cut-out on the smallest transparent canvas of exactly ``ratio`` (W:H).
 
@@ -106,9 +121,7 @@ def fit_to_ratio(rgba: np.ndarray, ratio: tuple[int, int]) -> np.ndarray:
     if rgba.ndim != 3 or rgba.shape[2] != 4:
         raise ValueError(f"rgba must be HxWx4, got {rgba.shape}")
     h, w = rgba.shape[:2]
-    rw, rh = _reduce(ratio)
-    k = max(-(-w // rw), -(-h // rh))
-    cw, ch = k * rw, k * rh
+    cw, ch = ratio_canvas_size(w, h, ratio)
     if (cw, ch) == (w, h):
         return rgba
     out = np.zeros((ch, cw, 4), dtype=rgba.dtype)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,8 +50,23 @@ class DecodedImage:
     height: int
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
-    """Decode ``data``; raise ImageTooLargeError or UnsupportedImageError for bad input."""
+#: EXIF orientations that turn the image a quarter: the upright size swaps W and H.
+_QUARTER_TURNS = {5, 6, 7, 8}
+_EXIF_ORIENTATION = 0x0112
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    before_decode: Callable[[int, int], None] | None = None,
+) -> DecodedImage:
+    """Decode ``data``; raise ImageTooLargeError or UnsupportedImageError for bad input.
+
+    ``before_decode(width, height)`` gets the upright size from the header, before any pixel
+    is decoded, so a caller can refuse (raise) or reserve resources for what follows.
+    """
     size = len(data)
     if size > max_bytes:
         raise ImageTooLargeError(f"image is {size} bytes; the limit is {max_bytes} bytes")
@@ -80,6 +96,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
                 f"the limit is {max_pixels} pixels"
             )
         fmt = _FORMAT_NAMES.get(im.format or "", im.format or "")
+        if before_decode is not None:
+            before_decode(*_upright_size(im))
         try:
             im.load()  # first frame only: Pillow opens multi-frame files positioned on frame 0
             rgb, alpha = _to_rgb8(_upright(im))
@@ -90,6 +108,15 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
 
     h, w = rgb.shape[:2]
     return DecodedImage(rgb=rgb, alpha=alpha, format=fmt, width=w, height=h)
+
+
+def _upright_size(im: Image.Image) -> tuple[int, int]:
+    """(W, H) after the EXIF orientation, read from the header only."""
+    w, h = im.size
+    orientation = None
+    with contextlib.suppress(Exception):  # unreadable EXIF is ignored, as in _upright
+        orientation = im.getexif().get(_EXIF_ORIENTATION)
+    return (h, w) if orientation in _QUARTER_TURNS else (w, h)
 
 
 def _upright(im: Image.Image) -> Image.Image:

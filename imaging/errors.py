@@ -32,3 +32,9 @@ class InvalidOptionError(ImageError):
     """A ratio, style or format option is invalid; the message lists allowed values (422)."""
 
     code = "invalid_option"
+
+
+class OutputTooLargeError(ImageTooLargeError):
+    """The result the options ask for would exceed the output budget or its format (HTTP 413)."""
+
+    code = "output_too_large"

@@ -12,6 +12,9 @@ class ModelError(Exception):
 
     #: short machine-readable reason, used in health output and X-Fallback-Reason
     code: str = "model_error"
+    #: whether the same load may succeed later without a change of configuration
+    #: (a network blip, weights still being copied); replicas retry these with backoff
+    transient: bool = False
 
 
 class WeightsError(ModelError):
@@ -30,12 +33,15 @@ class NetworkUnavailableError(WeightsError):
     """The weights are not cached and the host that serves them cannot be reached."""
 
     code = "weights_network"
+    transient = True
 
 
 class WeightsNotFoundError(WeightsError):
     """The path, repository, revision or file named by the configuration does not exist."""
 
     code = "weights_not_found"
+    #: a volume still being filled or a download by another job: worth another look later
+    transient = True
 
 
 class CorruptWeightsError(WeightsError):

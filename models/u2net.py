@@ -15,27 +15,35 @@ for the U2-Net family (u2net, u2netp, u2net_human_seg, silueta), which does:
 Speed-ups, all measured against that reference (docs/benchmarks.md, "U2-Net model runtime choices"):
 step 3 is a 256-entry lookup table per channel (bit-identical); step 2 and 5
 can use ``resize="fast"`` (Pillow's ``reducing_gap=3`` box pre-reduction for
-large inputs, BICUBIC for the upscale); step 4 can run on OpenVINO in f32.
+large inputs, BICUBIC for the upscale); step 4 can run on OpenVINO, in f32 or,
+for rembg's u2net with exact resizing on CPUs with native bf16, in bf16. Which
+runtime, precision and thread count is fastest depends on the CPU, so
+``load`` times the candidates where it runs (``models.u2net_tuning``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from models.errors import CorruptWeightsError, ModelError
-from models.u2net_weights import U2NetWeights, check_io, resolve_u2net_weights
+from models.u2net_tuning import Candidate, plan_candidates, select_fastest, timing_input
+from models.u2net_weights import U2NetWeights, check_io, model_spec, resolve_u2net_weights
+
+log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "onnxruntime", "openvino"]
 ResizeMode = Literal["exact", "fast"]
 Precision = Literal["f32", "bf16"]
+Selection = Literal["measured", "pinned"]
 
 #: ImageNet statistics, as rembg's U2-Net sessions pass them to ``normalize``
 MEAN = (0.485, 0.456, 0.406)
@@ -57,7 +65,15 @@ class U2NetInferenceError(ModelError):
 
 @dataclass(frozen=True)
 class U2NetInfo:
-    """What is serving masks; the service shows it in health."""
+    """What is serving masks and why it was chosen; the service shows it in health.
+
+    ``selection`` is ``"measured"`` when several candidates were timed at load
+    (``timings_ms``: median ms of one run at ``input_size``, batch 1, keyed by
+    ``runtime/precision/<threads>t``) and the fastest kept, ``"pinned"`` when
+    the caller's pins (or what is installed) left one candidate and nothing
+    was timed. ``excluded`` says why candidates were not tried (or failed),
+    keyed by a label or label prefix such as ``openvino/bf16``.
+    """
 
     weights: U2NetWeights
     runtime: str
@@ -66,6 +82,14 @@ class U2NetInfo:
     resize: str
     input_size: tuple[int, int]
     batch: int
+    selection: Selection = "pinned"
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The chosen candidate as keyed in ``timings_ms``, e.g. ``openvino/f32/2t``."""
+        return Candidate(self.runtime, self.precision, self.threads).label
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -89,8 +113,12 @@ def openvino_available() -> bool:
     return True
 
 
-def _resize_filters(mode: ResizeMode) -> tuple[float | None, Image.Resampling]:
-    """(reducing_gap for the downscale, filter for the upscale)."""
+def resize_filters(mode: ResizeMode) -> tuple[float | None, Image.Resampling]:
+    """(reducing_gap for the downscale to the model input, filter for the mask upscale).
+
+    Public so a caller that resizes outside ``predict`` (the ingress, before
+    sending the model its input size) resizes exactly as ``info.resize`` says.
+    """
     if mode == "exact":
         return None, Image.Resampling.LANCZOS
     if mode == "fast":
@@ -122,8 +150,10 @@ def preprocess(
     float32 cast; the values are a function of (uint8 value, max, channel)
     only, so a 256-entry table per channel gives the same float32 numbers.
     """
-    small = _to_pil_rgb(image).resize(size, Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
-    u8 = np.asarray(small)
+    pil = _to_pil_rgb(image)
+    if pil.size != size:  # one already at the input size (the ingress resized it) is used as is
+        pil = pil.resize(size, Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
+    u8 = np.asarray(pil)
     scaled = np.arange(256, dtype=np.float64) / max(float(u8.max()), 1e-6)
     out = np.empty((3, size[1], size[0]), dtype=np.float32)
     for c in range(3):
@@ -135,7 +165,8 @@ def preprocess(
 def postprocess(pred: np.ndarray, size: tuple[int, int], upscale: Image.Resampling) -> np.ndarray:
     """(H', W') model output -> HxW uint8 mask at ``size`` (W, H), as rembg does.
 
-    A constant prediction (rembg divides by zero there) gives an empty mask.
+    A mask asked for at the model's own size comes back unresized. A constant
+    prediction (rembg divides by zero there) gives an empty mask.
     """
     pred = np.asarray(pred, dtype=np.float32)
     lo, hi = pred.min(), pred.max()
@@ -162,7 +193,7 @@ class U2NetPredictor:
     ) -> None:
         self._run = run
         self.info = info
-        self._reducing_gap, self._upscale = _resize_filters(info.resize)  # type: ignore[arg-type]
+        self._reducing_gap, self._upscale = resize_filters(info.resize)  # type: ignore[arg-type]
 
     @classmethod
     def load(
@@ -178,62 +209,100 @@ class U2NetPredictor:
         precision: Precision | Literal["auto"] = "auto",
         warmup: bool = True,
     ) -> U2NetPredictor:
-        """Resolve the weights (see ``resolve_u2net_weights``) and build a runtime session.
+        """Resolve the weights (see ``resolve_u2net_weights``), then build the fastest runtime.
 
-        ``runtime="auto"`` picks OpenVINO when it is installed (f32: ~10% faster
-        than ORT here, same masks), else ONNX Runtime. ``precision="auto"`` is
-        ``bf16`` for rembg's ``u2net`` on OpenVINO (about 1.9x faster; with exact
-        resizing its masks stay within rembg's tolerance on every reference
-        photo, worst mean |diff| 0.91 on a CPU without AMX) and ``f32``
-        otherwise: bf16 is NOT within tolerance for u2netp (mean |diff| 5.5).
-        ``resize="auto"`` is ``exact`` with bf16 (its error budget goes to the
-        model) and ``fast`` with f32. ``resize="exact"`` with ORT reproduces
-        rembg's masks bit for bit. On CPUs without bf16 support OpenVINO runs
-        f32 whatever the hint.
+        Whatever is ``auto`` (``runtime``, ``precision``) or None (``threads``)
+        is chosen by timing, on this machine, every candidate that keeps
+        rembg's masks within tolerance (``models.u2net_tuning``): ONNX Runtime
+        f32; OpenVINO f32 if installed; OpenVINO bf16 only for rembg's own
+        ``u2net`` file with exact resizing on a CPU with native bf16 (with
+        exact resizing its masks stay within tolerance on every reference
+        photo, worst mean |diff| 0.91; with fast resizing 1.05, just over;
+        u2netp in bf16 is far outside, 5.5). Measured, bf16 was 1.9x faster
+        than f32 on one CPU and 1.7x slower on another, hence no fixed rule.
+        Threads: the CPUs this process may use, and half of them from 4 CPUs.
+        Pins restrict the candidates; with one left nothing is timed
+        (``info.selection == "pinned"``). ``resize="auto"`` is ``exact`` with
+        bf16 (its error budget goes to the model) and ``fast`` with f32;
+        ``resize="exact"`` with ONNX Runtime reproduces rembg's masks bit for
+        bit. A pinned bf16 on a CPU without it runs f32 (OpenVINO's choice; logged).
+
+        Timing runs warm the chosen session, so ``warmup`` only matters when
+        nothing was timed.
         """
-        if runtime == "auto":
-            runtime = "openvino" if openvino_available() else "onnxruntime"
-        if precision == "auto":
-            own_file = path is not None
-            precision = (
-                "bf16"
-                if runtime == "openvino" and model_name == "u2net" and not own_file
-                else "f32"
-            )
-        if resize == "auto":
-            resize = "exact" if precision == "bf16" else "fast"
         # bad options fail before any download
-        _resize_filters(resize)
-        if precision not in ("f32", "bf16"):
-            raise ValueError(f"precision must be 'f32' or 'bf16', not {precision!r}")
-        if runtime not in ("onnxruntime", "openvino"):
+        if resize != "auto":
+            resize_filters(resize)
+        if precision not in ("auto", "f32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'f32' or 'bf16', not {precision!r}")
+        if runtime not in ("auto", "onnxruntime", "openvino"):
             raise ValueError(
                 f"runtime must be 'auto', 'onnxruntime' or 'openvino', not {runtime!r}"
             )
-        if runtime == "onnxruntime" and precision != "f32":
-            raise ValueError("precision='bf16' needs runtime='openvino'")
+        ov_installed = openvino_available()
+        if precision == "bf16" and (
+            runtime == "onnxruntime" or (runtime == "auto" and not ov_installed)
+        ):
+            raise ValueError("precision='bf16' needs runtime='openvino' (and openvino installed)")
         weights = resolve_u2net_weights(
             model_name, path=path, home=home, allow_download=allow_download, validate=False
         )
-        n_threads = threads if threads and threads > 0 else default_threads()
-        if runtime == "onnxruntime":
-            run, in_shape, batch = _load_onnxruntime(weights.path, n_threads)
-        else:
-            run, in_shape, batch = _load_openvino(weights.path, n_threads, precision)
-        h, w = in_shape
-        info = U2NetInfo(
-            weights=weights,
+        pinned_threads = threads if threads and threads > 0 else None
+        plan = plan_candidates(
+            model_name=weights.name,
+            rembg_file=_is_rembg_file(weights),
             runtime=runtime,
             precision=precision,
-            threads=n_threads,
+            threads=pinned_threads,
             resize=resize,
-            input_size=(
-                w if isinstance(w, int) and w > 0 else DEFAULT_INPUT_SIZE[0],
-                h if isinstance(h, int) and h > 0 else DEFAULT_INPUT_SIZE[1],
-            ),
-            batch=batch,
+            cpus=default_threads(),
+            openvino_installed=ov_installed,
         )
-        predictor = cls(run, info)
+
+        def build(c: Candidate) -> tuple[_Session, Callable[[], object]]:
+            if c.runtime == "onnxruntime":
+                session = _load_onnxruntime(weights.path, c.threads)
+            else:
+                session = _load_openvino(weights.path, c.threads, c.precision)
+            x = timing_input(session.input_size)
+            return session, lambda: _check_output(session.run(x), 1)
+
+        excluded = dict(plan.excluded)
+        timings: dict[str, float] = {}
+        if len(plan.candidates) == 1:
+            chosen = plan.candidates[0]
+            session, _ = build(chosen)
+            selection: Selection = "pinned"
+        else:
+            picked = select_fastest(plan.candidates, build)
+            chosen, session, timings = picked.candidate, picked.session, picked.timings_ms
+            excluded.update(picked.failed)
+            selection = "measured"
+            warmup = False  # the timing runs warmed it
+        if resize == "auto":
+            resize = "exact" if chosen.precision == "bf16" else "fast"
+        info = U2NetInfo(
+            weights=weights,
+            runtime=chosen.runtime,
+            precision=chosen.precision,
+            threads=chosen.threads,
+            resize=resize,
+            input_size=session.input_size,
+            batch=session.batch,
+            selection=selection,
+            timings_ms=timings,
+            excluded=excluded,
+        )
+        log.info(
+            "U2-Net %s: %s %s, resize %s; timings (ms): %s; excluded: %s",
+            weights.name,
+            info.label,
+            selection,
+            resize,
+            ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) or "none",
+            "; ".join(f"{k}: {v}" for k, v in excluded.items()) or "none",
+        )
+        predictor = cls(session.run, info)
         if warmup:
             predictor.warmup()
         return predictor
@@ -252,7 +321,10 @@ class U2NetPredictor:
         """RGB uint8 HxWx3 arrays (any size) -> HxW uint8 alpha masks, one per image.
 
         ``output_sizes`` ((W, H) per image) lets a caller that decoded a reduced
-        image (JPEG draft) ask for the mask at the original size.
+        image (JPEG draft) ask for the mask at the original size. An image
+        already at ``info.input_size`` is not resized and its mask comes back
+        at that size unresized, so a caller may do both resizes itself with
+        ``resize_filters(info.resize)``.
         """
         if output_sizes is not None and len(output_sizes) != len(images):
             raise ValueError("output_sizes must have one (W, H) per image")
@@ -266,19 +338,52 @@ class U2NetPredictor:
         for start in range(0, len(images), step):
             chunk = images[start : start + step]
             x = np.stack([preprocess(a, self.info.input_size, self._reducing_gap) for a in chunk])
-            out = self._run(x)
+            out = _check_output(self._run(x), len(chunk))
             for i, pred in enumerate(out):
                 masks.append(postprocess(pred[0], sizes[start + i], self._upscale))
         return masks
+
+
+def _check_output(out: np.ndarray, n: int) -> np.ndarray:
+    """One (1, H, W) map per image: a runtime that returns less must not drop masks silently."""
+    if out.ndim != 4 or out.shape[0] != n or 0 in out.shape:
+        raise U2NetInferenceError(f"the model returned shape {out.shape} for {n} image(s)")
+    return out
+
+
+class _Session(NamedTuple):
+    """A built runtime: one run call, the model input size (W, H), images per run."""
+
+    run: Callable[[np.ndarray], np.ndarray]
+    input_size: tuple[int, int]
+    batch: int
+
+
+def _session(run: Callable[[np.ndarray], np.ndarray], shape: Sequence[Any]) -> _Session:
+    """From the input shape (N, C, H, W; None where dynamic): a static batch runs one image."""
+    n, _, h, w = shape
+    return _Session(
+        run,
+        (w or DEFAULT_INPUT_SIZE[0], h or DEFAULT_INPUT_SIZE[1]),
+        1 if n is not None else MAX_BATCH,
+    )
+
+
+def _is_rembg_file(weights: U2NetWeights) -> bool:
+    """rembg's own file for this name (checked by MD5), not an operator's own model."""
+    if weights.source == "path":
+        return False
+    try:
+        return weights.md5 == model_spec(weights.name).md5
+    except ModelError:
+        return False
 
 
 def _dims(shape: Sequence[Any]) -> list[Any]:
     return [d if isinstance(d, int) and d > 0 else None for d in shape]
 
 
-def _load_onnxruntime(
-    path: Path, threads: int
-) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[Any, Any], int]:
+def _load_onnxruntime(path: Path, threads: int) -> _Session:
     """ORT session tuned for one-request-at-a-time CPU serving.
 
     All graph optimisations, a fixed intra-op pool of ``threads``, sequential
@@ -312,7 +417,6 @@ def _load_onnxruntime(
         [(o.name, o.type, list(o.shape)) for o in outputs],
     )
     in_name, out_name = inputs[0].name, outputs[0].name
-    n, _, h, w = _dims(inputs[0].shape)
 
     def run(x: np.ndarray) -> np.ndarray:
         try:
@@ -320,16 +424,16 @@ def _load_onnxruntime(
         except Exception as exc:
             raise U2NetInferenceError(f"onnxruntime failed on {path.name}: {exc}") from exc
 
-    return run, (h, w), 1 if n is not None else MAX_BATCH
+    return _session(run, _dims(inputs[0].shape))
 
 
-def _load_openvino(
-    path: Path, threads: int, precision: Precision
-) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[Any, Any], int]:
+def _load_openvino(path: Path, threads: int, precision: str) -> _Session:
     """OpenVINO CPU plugin, latency mode, one stream, f32 unless asked otherwise.
 
     OpenVINO defaults to bf16 on CPUs with avx512_bf16; that drifts outside
-    rembg's tolerance for u2netp here, hence the explicit precision hint.
+    rembg's tolerance for u2netp, hence the explicit precision hint. On a CPU
+    without native bf16 a bf16 hint runs f32: logged, so nobody reads f32
+    timings as bf16 ones.
     """
     import openvino as ov
 
@@ -350,7 +454,6 @@ def _load_openvino(
         [(p.get_any_name(), str(p.get_element_type()), ov_shape(p)) for p in model.inputs],
         [(p.get_any_name(), "float", ov_shape(p)) for p in model.outputs],
     )
-    n, _, h, w = ov_shape(model.inputs[0])
     config = {
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": "1",
@@ -361,6 +464,11 @@ def _load_openvino(
         compiled = core.compile_model(model, "CPU", config)
     except Exception as exc:
         raise CorruptWeightsError(f"OpenVINO could not compile {path}: {exc}") from exc
+    if precision == "bf16":
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+        effective = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        if effective != "bf16":
+            log.warning("OpenVINO runs %s in %s: this CPU has no native bf16", path.name, effective)
     request = compiled.create_infer_request()
     lock = threading.Lock()
 
@@ -372,4 +480,4 @@ def _load_openvino(
                 raise U2NetInferenceError(f"OpenVINO failed on {path.name}: {exc}") from exc
             return request.get_output_tensor(0).data.copy()
 
-    return run, (h, w), 1 if n is not None else MAX_BATCH
+    return _session(run, ov_shape(model.inputs[0]))

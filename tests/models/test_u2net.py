@@ -5,6 +5,8 @@ Real masks come from rembg's real u2netp (../shared/models/u2netp.onnx); the
 when ``BG_REMOVAL_REQUIRE_U2NET=1``). Tolerance, per photo, against
 ``rembg.remove(array, session=new_session(name), only_mask=True)``: mean
 absolute difference <= 1.0 (0-255) and <= 0.5% of pixels off by more than 32.
+Every runtime choice the load-time selection can make is checked here
+(tests/models/test_u2net_selection.py checks that this list stays complete).
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from models.u2net import (
     MAX_BATCH,
     U2NetInferenceError,
     U2NetPredictor,
+    default_threads,
     openvino_available,
     postprocess,
     preprocess,
+    resize_filters,
 )
+from models.u2net_tuning import cpu_has_native_bf16
 from models.u2net_weights import default_u2net_home, home_candidates, model_spec
 from tests.support.onnx_models import write_u2net_shaped_onnx
 
@@ -45,6 +50,20 @@ RUNTIMES = [
 ]
 MAD_MAX = 1.0
 FAR_FRACTION_MAX = 0.005
+#: (runtime, precision, resize) of u2netp the selection can pick, all checked by
+#: test_u2netp_matches_rembg (it runs both runtimes in f32 with both resizes)
+U2NETP_CHOICES = {
+    (runtime, "f32", resize)
+    for runtime in ("onnxruntime", "openvino")
+    for resize in ("fast", "exact")
+}
+#: (runtime, precision, resize) of the real u2net the selection can pick with
+#: resize="auto", all checked by test_real_u2net_matches_rembg
+REAL_U2NET_CHOICES = [
+    ("onnxruntime", "f32", "fast"),
+    ("openvino", "f32", "fast"),
+    ("openvino", "bf16", "exact"),
+]
 
 
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -66,7 +85,7 @@ def mask_diff(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 
 CASES = [(p.name, None) for p in PHOTOS] + [(n, 3000) for n in UPSCALED]
 CASE_IDS = [f"{n}@{w or 'own'}" for n, w in CASES]
-#: the real u2net runs in bf16 by default: every photo at own size and at 3000 px
+#: the real u2net: every photo at own size and at 3000 px
 REAL_CASES = [(p.name, None) for p in PHOTOS] + [
     (p.name, 3000) for p in PHOTOS if p.name != "bike.jpg"
 ]
@@ -233,6 +252,39 @@ def test_preprocess_is_rembgs_normalize() -> None:
     assert np.isfinite(black).all()
 
 
+def test_resize_filters() -> None:
+    """The ingress resizes with these, so they are public and say what ``resize`` means."""
+    assert resize_filters("exact") == (None, Image.Resampling.LANCZOS)
+    assert resize_filters("fast") == (3.0, Image.Resampling.BICUBIC)
+    with pytest.raises(ValueError, match="resize"):
+        resize_filters("auto")  # type: ignore[arg-type]
+
+
+def test_input_size_image_is_not_resized(
+    predictors: Callable[[str, str], U2NetPredictor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image the ingress already resized to the model input goes in, and comes out, as is."""
+    p = predictors("onnxruntime", "exact")
+    w, h = p.info.input_size
+    rgb = load_rgb("horse.jpg")
+    small = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.LANCZOS))
+    original_resize = Image.Image.resize
+    calls: list[tuple[int, int]] = []
+
+    def spy(self: Image.Image, size: tuple[int, int], *args: object, **kwargs: object) -> object:
+        calls.append(tuple(size))  # type: ignore[arg-type]
+        return original_resize(self, size, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    (mask,) = p.predict([small])
+    assert calls == [] and mask.shape == (h, w)
+    # the same mask the model gives for that input, unresized
+    pred = p._run(preprocess(small, (w, h))[None])[0, 0]
+    assert np.array_equal(mask, postprocess(pred, (w, h), Image.Resampling.NEAREST))
+    (full,) = p.predict([rgb])  # and an image of another size is resized both ways
+    assert len(calls) == 2 and full.shape == rgb.shape[:2]
+
+
 def test_constant_prediction_gives_empty_mask() -> None:
     mask = postprocess(np.full((320, 320), 0.5, np.float32), (40, 30), Image.Resampling.LANCZOS)
     assert mask.shape == (30, 40) and not mask.any()
@@ -248,6 +300,8 @@ def test_info_for_health(
     assert info.input_size == (320, 320) and info.batch == 1  # rembg's file: static batch of 1
     d = info.as_dict()
     assert d["weights"]["source"] == "u2net_home" and d["threads"] >= 1
+    assert d["selection"] in ("measured", "pinned")
+    assert isinstance(d["timings_ms"], dict) and isinstance(d["excluded"], dict)
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -305,20 +359,22 @@ def test_bad_options() -> None:
         U2NetPredictor.load(path=U2NETP, resize="nearest")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="runtime"):
         U2NetPredictor.load(path=U2NETP, runtime="tensorrt")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="precision"):
+        U2NetPredictor.load(path=U2NETP, precision="fp16")  # type: ignore[arg-type]
 
 
 # --- the real u2net (175 MB): fetched beforehand by CI into $U2NET_HOME ------------------
 
 
-def _real_u2net_home() -> Path | None:
+def real_u2net_home() -> Path | None:
     home = default_u2net_home()
     found = [p for p in home_candidates(model_spec("u2net"), home) if p.is_file()]
     return home if found else None
 
 
-def _require_real_u2net() -> Path:
+def require_real_u2net() -> Path:
     """The home holding u2net.onnx; a failure (not a skip) when CI said it must be there."""
-    home = _real_u2net_home()
+    home = real_u2net_home()
     if home is None:
         where = default_u2net_home() / "u2net.onnx"
         if os.environ.get("BG_REMOVAL_REQUIRE_U2NET") == "1":
@@ -330,27 +386,69 @@ def _require_real_u2net() -> Path:
     return home
 
 
+def skip_unless_native_bf16(precision: str) -> None:
+    """A bf16 check on a CPU without bf16 would test f32 under a bf16 name: skip, saying why."""
+    if precision == "bf16" and not cpu_has_native_bf16():
+        pytest.skip(
+            "CPU has no native bf16 (OpenVINO OPTIMIZATION_CAPABILITIES lacks BF16): "
+            "the selection never picks bf16 here, and OpenVINO would run f32"
+        )
+
+
 @pytest.fixture(scope="module")
-def real_u2net() -> tuple[U2NetPredictor, RembgReference] | None:
-    """None when the file is absent, so the test itself fails or skips (not the fixture)."""
-    home = _real_u2net_home()
-    if home is None:
-        return None
-    return U2NetPredictor.load("u2net", home=home, allow_download=False), RembgReference(
-        "u2net", home
-    )
+def real_u2net() -> Iterator[Callable[[str, str, str], U2NetPredictor]]:
+    """Predictors of the real u2net by (runtime, precision, resize), built once each."""
+    cache: dict[tuple[str, str, str], U2NetPredictor] = {}
+
+    def get(runtime: str, precision: str, resize: str) -> U2NetPredictor:
+        if (runtime, precision, resize) not in cache:
+            cache[(runtime, precision, resize)] = U2NetPredictor.load(
+                "u2net",
+                home=require_real_u2net(),
+                runtime=runtime,  # type: ignore[arg-type]
+                precision=precision,  # type: ignore[arg-type]
+                resize=resize,  # type: ignore[arg-type]
+                threads=default_threads(),  # all pinned: no timing runs
+                allow_download=False,
+            )
+        return cache[(runtime, precision, resize)]
+
+    yield get
 
 
+@pytest.fixture(scope="module")
+def rembg_u2net() -> RembgReference | None:
+    home = real_u2net_home()
+    return None if home is None else RembgReference("u2net", home)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "precision", "resize"),
+    [
+        pytest.param(
+            *choice,
+            marks=[]
+            if choice[0] == "onnxruntime"
+            else pytest.mark.skipif(not openvino_available(), reason="openvino not installed"),
+        )
+        for choice in REAL_U2NET_CHOICES
+    ],
+    ids=["/".join(c) for c in REAL_U2NET_CHOICES],
+)
 @pytest.mark.parametrize(("image", "width"), REAL_CASES, ids=REAL_CASE_IDS)
 def test_real_u2net_matches_rembg(
-    real_u2net: tuple[U2NetPredictor, RembgReference] | None,
+    real_u2net: Callable[[str, str, str], U2NetPredictor],
+    rembg_u2net: RembgReference | None,
+    runtime: str,
+    precision: str,
+    resize: str,
     image: str,
     width: int | None,
 ) -> None:
-    if real_u2net is None:
-        _require_real_u2net()
-        return
-    predictor, rembg_u2net = real_u2net
+    require_real_u2net()
+    skip_unless_native_bf16(precision)
+    assert rembg_u2net is not None
+    predictor = real_u2net(runtime, precision, resize)
     rgb, ref = rembg_u2net(image, width)
     (ours,) = predictor.predict([rgb])
     mad, far = mask_diff(ours, ref)

@@ -92,6 +92,12 @@ def base_args(model_files: dict[str, Path]) -> dict[str, Any]:
         "u2net_threads": 1,
         "ingress_num_cpus": 0.5,
         "status_poll_interval_s": 0.5,
+        # the tests read replica details from health
+        "health_details": True,
+        # several test apps share this machine: each ingress reserves memory for its budget
+        "max_pixels": 40_000_000,
+        "max_output_pixels": 40_000_000,
+        "ingress_pixel_budget": 80_000_000,
     }
 
 
@@ -140,7 +146,9 @@ class ServeDeployer:
         settings = ServiceSettings(**app["args"])
         overrides = {d["name"]: d.get("user_config") for d in app["deployments"]}
         routing = overrides.get("Ingress") or settings.routing_user_config()
-        live = health(self.url(name)).json()["routing"]
+        keys = str(app["args"].get("api_keys") or "").split(",")
+        headers = {"X-Api-Key": keys[0]} if keys[0] else None
+        live = health(self.url(name), headers=headers).json()["routing"]
         if any(live[key] != value for key, value in routing.items()):
             return False
         groups = {"U2Net": settings.u2net_user_config()}

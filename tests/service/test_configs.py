@@ -14,6 +14,8 @@ from deployments.settings import ServiceSettings
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = [ROOT / "serve_config.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]
 DEPLOYMENTS = {"Ingress", "RMBG2", "U2Net"}
+#: Time a request may spend in the ingress beyond its mask deadline (decode, compose, encode).
+PROXY_MARGIN_S = 10
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -32,6 +34,11 @@ def test_config_is_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             assert not settings.rmbg_num_gpus
         if path.name == "serve_config.yaml":
             assert settings.rmbg_num_gpus == 0.5
+        # The proxy must outlast every request's deadline plus decode/encode, or clients
+        # get the proxy's plain-text timeout instead of the service's JSON 504.
+        proxy_timeout = schema.http_options.request_timeout_s
+        assert proxy_timeout is not None, "set http_options.request_timeout_s"
+        assert proxy_timeout >= settings.request_deadline_s + PROXY_MARGIN_S, path.name
 
 
 def test_u2net_env_var_with_the_default_config(monkeypatch: pytest.MonkeyPatch) -> None:

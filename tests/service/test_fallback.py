@@ -14,6 +14,7 @@ from ray import serve
 
 from tests.support.http import health, post_image, wait_for
 from tests.support.onnx_models import write_u2net_shaped_onnx
+from tests.support.replicas import kill_replica, replica_actor_names
 
 IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
 
@@ -131,19 +132,9 @@ class TestInPlaceRollouts:
 
 def _kill_replicas_and_wait(app: str, url: str) -> None:
     """Kill every RMBG-2.0 replica; wait until the ingress has seen that none is live."""
-    for replica_id in _replica_actor_names(app, "RMBG2"):
-        ray.kill(ray.get_actor(replica_id, namespace="serve"), no_restart=True)
+    for name in replica_actor_names(app, "RMBG2"):
+        kill_replica(name)
     wait_for(lambda: health(url).json()["replicas"]["rmbg-2.0"] == 0, timeout_s=30)
-
-
-def _replica_actor_names(app: str, deployment: str) -> list[str]:
-    from ray.util.state import list_actors
-
-    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-    names = [a.name for a in actors if a.name and a.name.startswith(prefix)]
-    assert names, f"no live replica actor named {prefix}*"
-    return names
 
 
 class TestLoadFailure:

@@ -42,5 +42,5 @@ def post_image(
     )
 
 
-def health(url: str) -> httpx.Response:
-    return httpx.get(f"{url}/api/v1/health", timeout=30)
+def health(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.get(f"{url}/api/v1/health", timeout=30, headers=headers)

@@ -1,0 +1,274 @@
+"""Load and fault drill: overload the service while killing replicas and rolling it.
+
+Starts Ray and Serve on 127.0.0.1 with a Serve config (default: configs/cpu.yaml with 2
+replicas per group), measures capacity with a closed loop of clients, then sends requests
+open-loop at `--multiple` x that capacity for `--minutes`, kills a model replica every
+`--kill-every` seconds and does one rolling restart (a `serve deploy` with changed args)
+half-way. It prints what a client saw: requests sent, status counts, lost requests
+(anything but 2xx, 429, and 503 with Retry-After, including timeouts and connection
+errors), p50/p99 latency, and the peak RSS of each replica.
+
+    .venv/bin/python benchmarks/load_fault.py --minutes 10 --multiple 2 --kill-every 60
+
+Traffic goes to 127.0.0.1 only; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import random
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import ray
+import yaml
+from ray import serve
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ROOT.parent / "shared" / "images"
+MAX_WORKERS = 96
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+class Results:
+    """What the clients saw, thread-safe."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.statuses: Counter[str] = Counter()
+        self.models: Counter[str] = Counter()
+        self.latencies: list[float] = []
+        self.lost: list[str] = []
+        self.sent = 0
+
+    def record(self, outcome: str, latency: float, lost: str | None, model: str | None) -> None:
+        with self.lock:
+            self.statuses[outcome] += 1
+            if model:
+                self.models[model] += 1
+            if outcome == "200":
+                self.latencies.append(latency)
+            if lost:
+                self.lost.append(lost)
+
+
+def one_request(client: httpx.Client, url: str, photo: tuple[str, bytes], results: Results) -> None:
+    started = time.perf_counter()
+    try:
+        response = client.post(url, files={"file": photo}, timeout=150)
+    except httpx.HTTPError as exc:
+        results.record(type(exc).__name__, 0.0, f"{type(exc).__name__}: {exc}", None)
+        return
+    latency = time.perf_counter() - started
+    status = response.status_code
+    retryable = status == 429 or (status == 503 and "retry-after" in response.headers)
+    lost = None if (200 <= status < 300 or retryable) else f"{status}: {response.text[:200]}"
+    outcome = f"{status}" + ("+retry-after" if retryable else "")
+    results.record(outcome, latency, lost, response.headers.get("x-model-used"))
+
+
+def closed_loop(url: str, photos: list[tuple[str, bytes]], clients: int, seconds: float) -> float:
+    """Throughput (200s per second) of `clients` back-to-back clients: the capacity."""
+    results = Results()
+    deadline = time.monotonic() + seconds
+    cycle = itertools.cycle(photos)
+    lock = threading.Lock()
+
+    def client_loop() -> None:
+        with httpx.Client() as client:
+            while time.monotonic() < deadline:
+                with lock:
+                    photo = next(cycle)
+                one_request(client, url, photo, results)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results.statuses["200"] / (time.monotonic() - started)
+
+
+def replica_pids() -> dict[str, int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return {a.name: a.pid for a in actors if a.name and a.name.startswith("SERVE_REPLICA::")}
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of a process from /proc (Linux), MiB; None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def sample_rss(peaks: dict[str, float], stop: threading.Event) -> None:
+    while not stop.wait(2.0):
+        for name, pid in replica_pids().items():
+            rss = rss_mib(pid)
+            if rss is not None:
+                peaks[name] = max(peaks.get(name, 0.0), rss)
+
+
+def kill_loop(app: str, every_s: float, stop: threading.Event, log: list[str]) -> None:
+    rng = random.Random(0)
+    groups = ["U2Net", "RMBG2"]
+    turn = 0
+    while not stop.wait(every_s):
+        group = groups[turn % len(groups)]
+        turn += 1
+        names = [n for n in replica_pids() if n.startswith(f"SERVE_REPLICA::{app}#{group}#")]
+        if not names:
+            continue
+        victim = rng.choice(names)
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        log.append(f"{time.strftime('%H:%M:%S')} killed {victim}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "cpu.yaml"))
+    parser.add_argument("--replicas", type=int, default=2, help="replicas per group")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--multiple", type=float, default=2.0, help="x measured capacity")
+    parser.add_argument("--kill-every", type=float, default=60.0, help="seconds")
+    parser.add_argument("--capacity-clients", type=int, default=4)
+    parser.add_argument("--capacity-seconds", type=float, default=30.0)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--json", help="write the summary here too")
+    opts = parser.parse_args()
+
+    config = yaml.safe_load(Path(opts.config).read_text())
+    app_cfg = config["applications"][0]
+    args = dict(app_cfg.get("args") or {})
+    args.update(
+        u2net_num_replicas=opts.replicas,
+        ingress_num_replicas=opts.replicas,
+        ingress_num_cpus=0.25,
+        u2net_num_cpus=0.25,
+        rmbg_num_cpus=0.25,
+    )
+    if args.get("model", "rmbg-2.0") == "rmbg-2.0":
+        args["rmbg_num_replicas"] = opts.replicas
+    http = config.get("http_options", {})
+
+    context = ray.init(num_cpus=8, logging_level="warning", include_dashboard=True)
+    dashboard = f"http://{context.dashboard_url}"
+    app_name = app_cfg["name"]
+    config["http_options"] = {**http, "host": "127.0.0.1", "port": opts.port}
+    config["proxy_location"] = "HeadOnly"
+
+    def deploy(changed: dict[str, object]) -> None:
+        """`serve deploy` of the config with changed args: a rolling restart of what they reach."""
+        from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+        app_cfg["args"] = {**args, **changed}
+        ServeSubmissionClient(dashboard).deploy_applications(config)
+        print(f"{time.strftime('%H:%M:%S')} deployed args change {changed or '(initial)'}")
+
+    _wait_until_running(app_name, deploy)
+    url = f"http://127.0.0.1:{opts.port}/api/v1/remove-background"
+    photos = [
+        (p.name, p.read_bytes())
+        for p in sorted(IMAGES.iterdir())
+        if p.suffix.lower() in {".jpg", ".png"}
+    ]
+    capacity = closed_loop(url, photos, opts.capacity_clients, opts.capacity_seconds)
+    rate = capacity * opts.multiple
+    print(
+        f"capacity {capacity:.2f} img/s with {opts.capacity_clients} clients; sending {rate:.2f}/s"
+    )
+
+    results = Results()
+    stop = threading.Event()
+    peaks: dict[str, float] = {}
+    kills: list[str] = []
+    background = [
+        threading.Thread(target=sample_rss, args=(peaks, stop), daemon=True),
+        threading.Thread(target=kill_loop, args=(app_name, opts.kill_every, stop, kills)),
+    ]
+    for t in background:
+        t.start()
+    duration = opts.minutes * 60
+    restart = threading.Timer(
+        duration / 2, deploy, args=({"load_retry_initial_s": 4.0, "retry_after_s": 3},)
+    )
+    restart.start()
+    started = time.monotonic()
+    cycle = itertools.cycle(photos)
+    limits = httpx.Limits(max_connections=MAX_WORKERS)
+    with httpx.Client(limits=limits) as client, ThreadPoolExecutor(MAX_WORKERS) as pool:
+        for i in itertools.count():
+            due = started + i / rate
+            if due - started >= duration:
+                break
+            time.sleep(max(0.0, due - time.monotonic()))
+            results.sent += 1
+            pool.submit(one_request, client, url, next(cycle), results)
+    stop.set()
+    restart.join()
+    for t in background:
+        t.join()
+
+    latencies = sorted(results.latencies)
+    summary = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "config": opts.config,
+        "replicas_per_group": opts.replicas,
+        "minutes": opts.minutes,
+        "capacity_img_s": round(capacity, 2),
+        "offered_img_s": round(rate, 2),
+        "requests_sent": results.sent,
+        "statuses": dict(results.statuses),
+        "models": dict(results.models),
+        "lost": len(results.lost),
+        "lost_examples": results.lost[:5],
+        "p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3) if latencies else None,
+        "kills": kills,
+        "rolling_restart_at_s": round(duration / 2),
+        "peak_rss_mib": {k.split("::", 1)[1]: round(v) for k, v in sorted(peaks.items())},
+    }
+    print(json.dumps(summary, indent=2))
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(summary, indent=2))
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _wait_until_running(app_name: str, deploy: Callable[[dict[str, object]], None]) -> None:
+    deploy({})
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(app_name)
+        if app is not None and app.status == "RUNNING":
+            return
+        time.sleep(2)
+    raise SystemExit(f"{app_name} did not start within 10 minutes")
+
+
+if __name__ == "__main__":
+    main()

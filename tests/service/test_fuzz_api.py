@@ -1,0 +1,74 @@
+"""Fuzzing the form over real HTTP: any field values and bodies give 200 or a 4xx, never a 5xx."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
+
+
+def _photo() -> bytes:
+    image = Image.open(IMAGES / "whisk.png").convert("RGB")
+    image.thumbnail((64, 64))
+    out = io.BytesIO()
+    image.save(out, "JPEG")
+    return out.getvalue()
+
+
+PHOTO = _photo()
+FIELD_VALUES = st.one_of(
+    st.none(),
+    st.sampled_from(["", "png", "webp", "jpeg", "jpg", "minimal", "mood", "street", "4:5", "1:10"]),
+    st.text(max_size=40),
+    st.from_regex(r"\d{1,4}:\d{1,4}", fullmatch=True),
+)
+
+
+@pytest.fixture(scope="module")
+def url(deploy, deployer) -> Iterator[str]:
+    yield deploy("fuzz", model="u2net", max_pixels=4_000_000, max_output_pixels=4_000_000)
+    deployer.delete("fuzz")
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    ratio=FIELD_VALUES,
+    style=FIELD_VALUES,
+    fmt=FIELD_VALUES,
+    extra=st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=8), max_size=2),
+    body=st.one_of(st.just(PHOTO), st.binary(max_size=256), st.just(PHOTO[: len(PHOTO) // 2])),
+)
+def test_form_gives_200_or_4xx(
+    url: str,
+    ratio: str | None,
+    style: str | None,
+    fmt: str | None,
+    extra: dict[str, str],
+    body: bytes,
+) -> None:
+    fields = {
+        k: v for k, v in {"ratio": ratio, "style": style, "format": fmt}.items() if v is not None
+    }
+    fields.update(extra)
+    response = httpx.post(
+        f"{url}/api/v1/remove-background",
+        files={"file": ("f", body)},
+        data=fields,
+        timeout=60,
+    )
+    assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
+    if response.status_code != 200:
+        assert set(response.json()["error"]) == {"code", "message"}
