@@ -24,10 +24,11 @@ logger = logging.getLogger("ray.serve")
 DEFAULT_GPU_SHARE = 0.5
 #: Memory of an idle ingress replica (Python, FastAPI, Ray's worker), bytes.
 INGRESS_BASE_MEMORY = 512 * 1024**2
-#: Memory per pixel of the ingress's pixel budget: the decoded RGB (3 bytes) and the
-#: mask (1) of the input, the composed RGBA (4) of the output and the encoder's working
-#: copies, with headroom: sized from the peak RSS of a 50 MP request.
-INGRESS_BYTES_PER_BUDGET_PIXEL = 8
+#: Memory per pixel of the ingress's pixel budget (input + output pixels): the decoded RGB
+#: (3 bytes), mask and input alpha (2), the refined-edge copy (3) and the estimator's
+#: working arrays (up to 27 over the soft-edge crop) of the input, the composed RGBA (4)
+#: and the encoder's buffers of the output; per budget pixel, with headroom.
+INGRESS_BYTES_PER_BUDGET_PIXEL = 20
 #: Seconds a stopping replica gets beyond its longest request before it is killed.
 SHUTDOWN_MARGIN_S = 10.0
 

@@ -35,7 +35,8 @@ from deployments.routing import (
 )
 from imaging.decode import decode_image
 from imaging.errors import ImageTooLargeError, InvalidOptionError
-from imaging.options import OutputFormat, Style
+from imaging.foreground import warmup as warm_up_edges
+from imaging.options import Edges, OutputFormat, Style
 from imaging.render import RenderOptions, check_output, plan_output, render
 
 logger = logging.getLogger("ray.serve")
@@ -53,7 +54,7 @@ install_error_handlers(api)
 MAX_FORM_FILES = 1
 MAX_FORM_FIELDS = 8
 MAX_FIELD_BYTES = 1024
-FORM_FIELDS = {"file", "ratio", "style", "format"}
+FORM_FIELDS = {"file", "ratio", "style", "format", "edges"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class IngressConfig:
     max_upload_bytes: int
     max_pixels: int
     max_output_pixels: int = 50_000_000
-    pixel_budget: int = 150_000_000
+    pixel_budget: int = 100_000_000
     retry_after_s: int = 2
     status_poll_interval_s: float = 2.0
     #: SHA-256 of each API key; empty: no authentication
@@ -96,6 +97,12 @@ _FORM_SCHEMA: dict[str, Any] = {
                     "ratio": {"type": "string", "description": "Canvas ratio W:H, e.g. 4:5."},
                     "style": {"type": "string", "enum": [s.value for s in Style]},
                     "format": {"type": "string", "enum": [f.value for f in OutputFormat]},
+                    "edges": {
+                        "type": "string",
+                        "enum": [e.value for e in Edges],
+                        "description": "refined (default): soft edges get the subject's own "
+                        "colour, no fringe of the old background; raw: the photo's pixels.",
+                    },
                 },
             }
         }
@@ -182,6 +189,7 @@ class Ingress:
         config: IngressConfig,
     ) -> None:
         self.config = config
+        warm_up_edges()  # compiled edge refinement (cached on disk after the first process)
         self._budget = PixelBudget(config.pixel_budget, config.retry_after_s)
         # Whole requests (decode, masks, compose, encode) share this replica's CPUs: past
         # what it can answer in time, a request is refused at the door, before its body.
@@ -235,7 +243,7 @@ class Ingress:
     async def _remove_background(self, request: Request, started: float) -> Response:
         data, fields = await self._read_form(request)
         options = RenderOptions.parse(
-            fields.get("ratio"), fields.get("style"), fields.get("format")
+            fields.get("ratio"), fields.get("style"), fields.get("format"), fields.get("edges")
         )
         reservation = Reservation(self._budget)
 

@@ -144,7 +144,7 @@ class ServiceSettings(BaseSettings):
 
     # Budgets and backpressure.
     ingress_pixel_budget: int = Field(
-        150_000_000,
+        100_000_000,
         ge=1024,
         description="Pixels (input + output) one ingress replica holds at once; beyond: 503.",
     )

@@ -39,7 +39,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
-from imaging.options import Style
+from imaging.foreground import estimate_foreground
+from imaging.options import Edges, Style
 
 MARGIN = 0.10
 """Free space on each side of the subject, as a fraction of the canvas side."""
@@ -73,16 +74,43 @@ def combine_alpha(mask: np.ndarray, input_alpha: np.ndarray | None) -> np.ndarra
     return ((t + (t >> 8)) >> 8).astype(np.uint8)
 
 
-def cutout(
-    rgb: np.ndarray, mask: np.ndarray, *, input_alpha: np.ndarray | None = None
+def edge_colours(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    input_alpha: np.ndarray | None = None,
+    edges: Edges | str = Edges.REFINED,
 ) -> np.ndarray:
-    """Return HxWx4 RGBA: alpha = mask (x input alpha); RGB zeroed where alpha is 0.
+    """The photo's RGB with, when ``edges`` is refined, the estimated foreground colour at
+    soft mask pixels (0 < mask < 255), so the old background leaves no fringe.
+
+    The estimate uses the mask alone (it is what mixed subject and background in the photo).
+    Pixels the input itself made (partly) transparent keep their colour: an RGBA photo stores
+    straight colours, not mixes, so there is nothing to un-mix.
+    """
+    if Edges(edges) is Edges.RAW:
+        return rgb
+    refined = estimate_foreground(rgb, mask)
+    if input_alpha is not None:
+        np.copyto(refined, rgb, where=(input_alpha < 255)[:, :, None])
+    return refined
+
+
+def cutout(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    *,
+    input_alpha: np.ndarray | None = None,
+    edges: Edges | str = Edges.REFINED,
+) -> np.ndarray:
+    """Return HxWx4 RGBA: alpha = mask (x input alpha); RGB zeroed where alpha is 0, and at
+    soft edges the estimated foreground colour unless ``edges`` is raw (`edge_colours`).
 
     Zeroing the invisible pixels makes PNGs smaller and faster to encode, and keeps the
     removed background from leaking through tools that ignore alpha (rembg does the same).
     """
     _check_mask(rgb, mask, input_alpha)
     alpha = combine_alpha(mask, input_alpha)
+    rgb = edge_colours(rgb, mask, input_alpha, edges)
     h, w = alpha.shape
     out = np.empty((h, w, 4), dtype=np.uint8)
     np.multiply(rgb, (alpha != 0)[:, :, None], out=out[:, :, :3], casting="unsafe")
@@ -161,10 +189,15 @@ def compose_styled(
     style: Style,
     ratio: tuple[int, int] | None,
     input_alpha: np.ndarray | None = None,
+    edges: Edges | str = Edges.REFINED,
 ) -> np.ndarray:
-    """Subject on a styled backdrop with a shadow; HxWx3 uint8, opaque (see module docstring)."""
+    """Subject on a styled backdrop with a shadow; HxWx3 uint8, opaque (see module docstring).
+
+    Soft edges carry the estimated foreground colour unless ``edges`` is raw (`edge_colours`).
+    """
     _check_mask(rgb, mask, input_alpha)
     style = Style(style)
+    edges = Edges(edges)
     alpha = combine_alpha(mask, input_alpha)
     h, w = alpha.shape
     r = _reduce(ratio if ratio is not None else (w, h))
@@ -192,7 +225,8 @@ def compose_styled(
     if cropped_at_bottom:
         py = ch - th
 
-    sub = Image.fromarray(rgb[y0:y1, x0:x1])
+    colours = edge_colours(rgb, mask, input_alpha, edges)
+    sub = Image.fromarray(colours[y0:y1, x0:x1])
     sub_alpha = Image.fromarray(alpha[y0:y1, x0:x1])
     if (tw, th) != (sw, sh):
         sub.putalpha(sub_alpha)  # RGBA resize premultiplies: no background fringe at edges

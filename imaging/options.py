@@ -36,6 +36,18 @@ class OutputFormat(str, Enum):
     JPEG = "jpeg"
 
 
+class Edges(str, Enum):
+    """Colour of soft mask edges in `imaging.compose`'s outputs.
+
+    ``refined`` (the default, as remove.bg does): soft edge pixels get their estimated
+    foreground colour (`imaging.foreground`), so no fringe of the old background remains.
+    ``raw``: the photo's own colours, a plain cut-out (rembg's default).
+    """
+
+    REFINED = "refined"
+    RAW = "raw"
+
+
 def _allowed(enum: type[Enum]) -> str:
     return ", ".join(str(m.value) for m in enum)
 
@@ -75,6 +87,18 @@ def parse_style(text: str | None) -> Style | None:
     except ValueError:
         raise InvalidOptionError(
             f"invalid style {text!r}: allowed values are {_allowed(Style)}"
+        ) from None
+
+
+def parse_edges(text: str | None, *, default: Edges = Edges.REFINED) -> Edges:
+    """Parse an edge mode (case-insensitive); `None` or blank gives `default`."""
+    if text is None or not text.strip():
+        return default
+    try:
+        return Edges(text.strip().lower())
+    except ValueError:
+        raise InvalidOptionError(
+            f"invalid edges {text!r}: allowed values are {_allowed(Edges)}"
         ) from None
 
 

@@ -21,7 +21,15 @@ from imaging.compose import (
 from imaging.decode import DecodedImage
 from imaging.encode import encode_image
 from imaging.errors import InvalidOptionError, OutputTooLargeError
-from imaging.options import OutputFormat, Style, parse_format, parse_ratio, parse_style
+from imaging.options import (
+    Edges,
+    OutputFormat,
+    Style,
+    parse_edges,
+    parse_format,
+    parse_ratio,
+    parse_style,
+)
 
 #: Largest side each encoder writes correctly: libwebp's limit, the fast PNG writer's
 #: 16-bit header fields (it wraps beyond), libjpeg's limit.
@@ -39,12 +47,17 @@ class RenderOptions:
     ratio: tuple[int, int] | None = None
     style: Style | None = None
     fmt: OutputFormat = OutputFormat.PNG
+    edges: Edges = Edges.REFINED
 
     @classmethod
     def parse(
-        cls, ratio: str | None = None, style: str | None = None, fmt: str | None = None
+        cls,
+        ratio: str | None = None,
+        style: str | None = None,
+        fmt: str | None = None,
+        edges: str | None = None,
     ) -> RenderOptions:
-        options = cls(parse_ratio(ratio), parse_style(style), parse_format(fmt))
+        options = cls(parse_ratio(ratio), parse_style(style), parse_format(fmt), parse_edges(edges))
         if options.fmt is OutputFormat.JPEG and options.style is None:
             raise InvalidOptionError(
                 "format 'jpeg' has no transparency: use it with a style "
@@ -81,11 +94,16 @@ def check_output(size: tuple[int, int], options: RenderOptions, max_output_pixel
 def render(decoded: DecodedImage, mask: np.ndarray, options: RenderOptions) -> tuple[bytes, str]:
     """Compose the mask with the image as asked, then encode: (bytes, media type)."""
     if options.style is None:
-        pixels = cutout(decoded.rgb, mask, input_alpha=decoded.alpha)
+        pixels = cutout(decoded.rgb, mask, input_alpha=decoded.alpha, edges=options.edges)
         if options.ratio is not None:
             pixels = fit_to_ratio(pixels, options.ratio)
     else:
         pixels = compose_styled(
-            decoded.rgb, mask, style=options.style, ratio=options.ratio, input_alpha=decoded.alpha
+            decoded.rgb,
+            mask,
+            style=options.style,
+            ratio=options.ratio,
+            input_alpha=decoded.alpha,
+            edges=options.edges,
         )
     return encode_image(pixels, options.fmt)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from imaging.compose import compose_styled, cutout, fit_to_ratio, subject_bbox
-from imaging.options import Style
+from imaging.errors import InvalidOptionError
+from imaging.options import Edges, Style, parse_edges
 
 
 def _scene(w: int = 300, h: int = 200) -> tuple[np.ndarray, np.ndarray]:
@@ -175,3 +176,79 @@ def test_subject_cut_by_bottom_edge_stands_on_canvas_bottom(style: Style) -> Non
     floating[-20:] = 0
     out = compose_styled(rgb, floating, style=style, ratio=(4, 5))
     assert np.abs(out[-1, cx].astype(int) - 30).max() > 2
+
+
+# --- edges: refined (estimated foreground colour at soft mask pixels) or raw -----------------
+
+
+def _fringe_scene() -> tuple[np.ndarray, np.ndarray]:
+    """A grey subject with a wide soft rim, photographed over pure green: I = aF + (1 - a)B."""
+    h, w = 120, 160
+    y, x = np.mgrid[0:h, 0:w]
+    dist = np.hypot(x - w / 2, y - h / 2)
+    mask = np.clip((45 - dist) * 255 / 20, 0, 255).astype(np.uint8)  # opaque core, 20 px rim
+    a = mask[:, :, None] / 255.0
+    rgb = np.round(a * 128 + (1 - a) * np.array([0, 255, 0])).astype(np.uint8)
+    return rgb, mask
+
+
+def _greenness(px: np.ndarray) -> float:
+    px = px.astype(float)
+    return float((px[..., 1] - (px[..., 0] + px[..., 2]) / 2).mean())
+
+
+def test_cutout_refined_edges_drop_the_old_background() -> None:
+    rgb, mask = _fringe_scene()
+    refined = cutout(rgb, mask)  # refined is the default
+    raw = cutout(rgb, mask, edges="raw")
+    np.testing.assert_array_equal(refined[:, :, 3], raw[:, :, 3])  # alpha is the mask either way
+    soft = (mask > 25) & (mask < 255)
+    assert _greenness(raw[soft][:, :3]) > 60
+    assert abs(_greenness(refined[soft][:, :3])) < 5
+    opaque = mask == 255
+    np.testing.assert_array_equal(refined[opaque], raw[opaque])
+    assert not refined[mask == 0][:, :3].any()
+
+
+def test_cutout_raw_edges_keep_the_photo_colours() -> None:
+    rgb, mask = _fringe_scene()
+    out = cutout(rgb, mask, edges=Edges.RAW)
+    np.testing.assert_array_equal(out[mask > 0][:, :3], rgb[mask > 0])
+
+
+def test_cutout_refined_keeps_colours_the_input_made_transparent() -> None:
+    """An RGBA photo stores straight colours: its own soft alpha is not un-mixed."""
+    rgb, mask = _fringe_scene()
+    input_alpha = np.full(mask.shape, 255, np.uint8)
+    input_alpha[:, :40] = 100
+    out = cutout(rgb, mask, input_alpha=input_alpha)
+    kept = (input_alpha < 255) & (out[:, :, 3] > 0)
+    np.testing.assert_array_equal(out[kept][:, :3], rgb[kept])
+    refined = (input_alpha == 255) & (mask > 25) & (mask < 255)
+    assert abs(_greenness(out[refined][:, :3])) < 5
+
+
+@pytest.mark.parametrize("style", list(Style))
+def test_styled_refined_edges_drop_the_old_background(style: Style) -> None:
+    rgb, mask = _fringe_scene()
+    raw = compose_styled(rgb, mask, style=style, ratio=(1, 1), edges="raw")
+    refined = compose_styled(rgb, mask, style=style, ratio=(1, 1))
+    assert raw.shape == refined.shape
+    changed = np.abs(raw.astype(int) - refined).max(axis=2) > 3
+    assert changed.any()
+    # The change is a ring (the soft rim), and there the green cast is gone.
+    assert _greenness(raw[changed]) > _greenness(refined[changed]) + 15
+    assert _greenness(refined[changed]) < 10
+
+
+def test_edges_option_parsing() -> None:
+    assert parse_edges(None) is Edges.REFINED and parse_edges(" ") is Edges.REFINED
+    assert parse_edges("RAW") is Edges.RAW and parse_edges("refined") is Edges.REFINED
+    assert parse_edges("", default=Edges.RAW) is Edges.RAW
+    with pytest.raises(InvalidOptionError, match="raw"):
+        parse_edges("soft")
+    rgb, mask = _fringe_scene()
+    with pytest.raises(ValueError):
+        cutout(rgb, mask, edges="soft")
+    with pytest.raises(ValueError):
+        compose_styled(rgb, mask, style=Style.MOOD, ratio=None, edges="soft")

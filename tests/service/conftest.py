@@ -95,9 +95,9 @@ def base_args(model_files: dict[str, Path]) -> dict[str, Any]:
         # the tests read replica details from health
         "health_details": True,
         # several test apps share this machine: each ingress reserves memory for its budget
-        "max_pixels": 40_000_000,
-        "max_output_pixels": 40_000_000,
-        "ingress_pixel_budget": 80_000_000,
+        "max_pixels": 20_000_000,
+        "max_output_pixels": 20_000_000,
+        "ingress_pixel_budget": 40_000_000,
     }
 
 

@@ -186,6 +186,7 @@ def test_supported_formats_and_modes(app: str, fmt: str, mode: str) -> None:
         ({"style": "baroque"}, "minimal"),
         ({"format": "gif"}, "png"),
         ({"format": "jpeg"}, "png"),
+        ({"edges": "soft"}, "refined"),
     ],
 )
 def test_bad_options_are_422_naming_allowed_values(
