@@ -73,12 +73,17 @@ def one_request(client: httpx.Client, url: str, photo: tuple[str, bytes], result
     try:
         response = client.post(url, files={"file": photo}, timeout=150)
     except httpx.HTTPError as exc:
-        results.record(type(exc).__name__, 0.0, f"{type(exc).__name__}: {exc}", None)
+        when = time.strftime("%H:%M:%S")
+        results.record(type(exc).__name__, 0.0, f"{when} {type(exc).__name__}: {exc}", None)
         return
     latency = time.perf_counter() - started
     status = response.status_code
     retryable = status == 429 or (status == 503 and "retry-after" in response.headers)
-    lost = None if (200 <= status < 300 or retryable) else f"{status}: {response.text[:200]}"
+    lost = (
+        None
+        if (200 <= status < 300 or retryable)
+        else f"{time.strftime('%H:%M:%S')} {status}: {response.text[:160]}"
+    )
     outcome = f"{status}" + ("+retry-after" if retryable else "")
     results.record(outcome, latency, lost, response.headers.get("x-model-used"))
 

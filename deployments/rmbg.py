@@ -30,11 +30,12 @@ class RMBGDeployment(ModelReplica):
 
     def _load(self) -> MaskPredictor:
         # Imported here so that only RMBG-2.0 replicas pay for importing torch.
-        from models.rmbg import RMBGPredictor
+        from models.rmbg import load_rmbg_predictor
 
         c = self._config
-        # `cuda` without a GPU raises DeviceUnavailableError before any weights are read.
-        predictor = RMBGPredictor.from_source(
+        # `cuda` without a GPU raises DeviceUnavailableError before any weights are read;
+        # on a CPU, `runtime: auto` converts to OpenVINO (cached on disk) or says why not.
+        predictor = load_rmbg_predictor(
             c.source,
             arch=c.arch,
             resolution=c.resolution,
@@ -42,6 +43,9 @@ class RMBGDeployment(ModelReplica):
             dtype=c.dtype,
             compile=c.compile,
             revision=c.revision,
+            runtime=c.runtime,
+            cache_dir=c.cache_dir,
+            threads=c.threads,
         )
         predictor.warmup(1)
         return predictor
@@ -61,8 +65,8 @@ class RMBGDeployment(ModelReplica):
         }
         predictor = self._predictor
         if predictor is not None:
-            info["device"] = str(predictor.device)
-            info["dtype"] = str(predictor.dtype).removeprefix("torch.")
+            # runtime (and why), device, precision and how it was chosen, cache, timings
+            info.update(predictor.describe())
         return info
 
     def _input_spec(self) -> ModelInputSpec | None:

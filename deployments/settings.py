@@ -10,6 +10,7 @@ a `serve deploy` with changed args is the whole rollout.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ ModelName = Literal["rmbg-2.0", "u2net"]
 Device = Literal["cuda", "cpu", "auto"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 U2NetRuntime = Literal["auto", "onnxruntime", "openvino"]
+RMBGRuntime = Literal["auto", "torch", "openvino"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class RMBGLoadConfig:
     dtype: str
     compile: bool
     revision: str | None
+    runtime: str = "auto"
+    cache_dir: str | None = None
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,15 @@ class ServiceSettings(BaseSettings):
     rmbg_resolution: int = Field(1024, ge=32, le=4096, description="Model input side, px.")
     rmbg_dtype: DType = Field("auto", description="auto: bfloat16 on CUDA, float32 on CPU.")
     rmbg_compile: bool = Field(False, description="torch.compile the network at start.")
+    rmbg_runtime: RMBGRuntime = Field(
+        "auto", description="auto: OpenVINO on CPU devices (if installed), PyTorch on CUDA."
+    )
+    rmbg_cache_dir: str | None = Field(
+        None, description="Converted OpenVINO models; default ~/.cache/bg-removal/openvino."
+    )
+    rmbg_threads: int | None = Field(
+        None, ge=1, description="OpenVINO threads per RMBG-2.0 replica; None: rmbg_num_cpus."
+    )
     rmbg_num_gpus: float | None = Field(
         None, ge=0, le=8, description="GPUs per replica; None: 0.5 if the cluster has GPUs."
     )
@@ -156,7 +170,9 @@ class ServiceSettings(BaseSettings):
     rmbg_max_queued_requests: int = Field(
         32, ge=1, description="Queued masks per RMBG-2.0 group handle; beyond: fallback."
     )
-    u2net_max_ongoing_requests: int = Field(16, ge=1)
+    u2net_max_ongoing_requests: int = Field(
+        8, ge=1, description="Per replica: two batches; more waits at the handle, not in a replica."
+    )
     u2net_max_queued_requests: int = Field(
         64, ge=1, description="Queued masks per U2-Net group handle; beyond: 503."
     )
@@ -246,6 +262,11 @@ class ServiceSettings(BaseSettings):
             dtype=self.rmbg_dtype,
             compile=self.rmbg_compile,
             revision=self.rmbg_revision,
+            runtime=self.rmbg_runtime,
+            cache_dir=self.rmbg_cache_dir,
+            # Ray does not pin CPUs: without a setting, use as many threads as CPUs reserved,
+            # not every core of the node
+            threads=self.rmbg_threads or max(1, math.ceil(self.rmbg_num_cpus)),
         )
 
     def u2net_load_config(self) -> U2NetLoadConfig:

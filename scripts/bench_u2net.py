@@ -125,6 +125,7 @@ def _start_ours(model: str, home: Path, port: int, threads: int) -> subprocess.P
 
 
 def _start_rembg(venv: Path, home: Path, port: int) -> subprocess.Popen[bytes]:
+    """rembg's server; its first start in a new venv compiles for minutes, hence the wait."""
     env = {**os.environ, "U2NET_HOME": str(home)}
     proc = subprocess.Popen(
         [str(venv / "bin" / "rembg"), "s", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
@@ -133,7 +134,11 @@ def _start_rembg(venv: Path, home: Path, port: int) -> subprocess.Popen[bytes]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    _wait(f"http://127.0.0.1:{port}/api", lambda r: r.status_code < 500, timeout_s=120)
+    try:
+        _wait(f"http://127.0.0.1:{port}/api", lambda r: r.status_code < 500, timeout_s=600)
+    except BaseException:
+        _stop(proc)
+        raise
     return proc
 
 
@@ -169,7 +174,11 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print("starting our service and rembg s ...", flush=True)
     ours_proc = _start_ours(args.model, home, ours_port, args.threads)
-    rembg_proc = _start_rembg(args.rembg_venv, home, rembg_port)
+    try:
+        rembg_proc = _start_rembg(args.rembg_venv, home, rembg_port)
+    except BaseException:
+        _stop(ours_proc)  # a failed start must not leave our service running
+        raise
     session = new_session(args.model)
     client = httpx.Client(timeout=300)
 

@@ -123,3 +123,12 @@ def test_invalid_settings(lite_dir: Path) -> None:
 
 def test_warmup(predictor: RMBGPredictor) -> None:
     predictor.warmup(2)
+
+
+def test_describe(predictor: RMBGPredictor) -> None:
+    info = predictor.describe()
+    assert info["runtime"] == predictor.runtime == "torch"
+    assert info["device"] == "cpu"
+    assert info["dtype"] == "float32"
+    assert info["resolution"] == RESOLUTION
+    assert isinstance(info["runtime_reason"], str)

@@ -43,7 +43,7 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     home = root / "u2net-home"
     home.mkdir()
     shutil.copy(U2NETP, home / "u2netp.onnx")
-    return {"rmbg": rmbg, "u2net_home": home}
+    return {"rmbg": rmbg, "u2net_home": home, "openvino_cache": root / "openvino"}
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +83,8 @@ def base_args(model_files: dict[str, Path]) -> dict[str, Any]:
         "rmbg_num_gpus": 0,
         "rmbg_num_cpus": 0.5,
         "rmbg_num_replicas": 1,
+        # RMBG-2.0 on the CPU runs on OpenVINO (the default): converted once per session
+        "rmbg_cache_dir": str(model_files["openvino_cache"]),
         "rmbg_batch_wait_timeout_s": 0.05,
         "u2net_model": "u2netp",
         "u2net_home": str(model_files["u2net_home"]),
