@@ -37,6 +37,7 @@ from PIL import Image
 from imaging.compose import cutout
 from imaging.foreground import composite, edge_error, estimate_foreground, synthetic_matte
 from imaging.foreground import warmup as warmup_foreground
+from models.hardware import cpu_name as cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -49,16 +50,6 @@ CASE_SETS = [
 ]
 SOLID.update({"white": (255, 255, 255), "black": (0, 0, 0), "cyan": (0, 200, 220)})
 BIG = (3240, 2160)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def photo(name: str, size: tuple[int, int]) -> np.ndarray:

@@ -19,7 +19,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import random
 import statistics
 import threading
@@ -34,16 +33,11 @@ import ray
 import yaml
 from ray import serve
 
+from models.hardware import cpu_name as cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT.parent / "shared" / "images"
 MAX_WORKERS = 96
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 class Results:

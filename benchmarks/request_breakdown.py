@@ -30,17 +30,11 @@ from PIL import Image
 from imaging.decode import decode_image
 from imaging.render import RenderOptions, render
 from imaging.resize import ModelInputSpec
+from models.hardware import cpu_name as cpu_model
 from models.u2net import U2NetPredictor, resize_filters
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT.parent / "shared" / "images"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def timed(stages: dict[str, list[float]], name: str, fn: Callable[[], Any]) -> Any:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import threading
@@ -39,6 +38,8 @@ import numpy as np
 import torch
 
 from models.birefnet import BiRefNet
+from models.hardware import cpu_name
+from models.hardware import usable_cpus as default_threads
 from models.rmbg import check_images, logits_to_masks, normalization, resize_normalize
 
 if TYPE_CHECKING:
@@ -86,23 +87,6 @@ def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/bg-removal/openvino`, else `~/.cache/bg-removal/openvino`."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "bg-removal" / "openvino"
-
-
-def default_threads() -> int:
-    """CPUs this process may run on (respects cpusets/taskset, unlike os.cpu_count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def cpu_name() -> str:
-    """CPU model name from /proc/cpuinfo (timings, and so the precision choice, depend on it)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def normalize_precision(precision: str) -> str:

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from models.errors import CorruptWeightsError, ModelError
+from models.hardware import usable_cpus as default_threads
 from models.u2net_tuning import Candidate, plan_candidates, select_fastest, timing_input
 from models.u2net_weights import U2NetWeights, check_io, model_spec, resolve_u2net_weights
 
@@ -95,14 +96,6 @@ class U2NetInfo:
         d = asdict(self)
         d["weights"] = self.weights.as_dict()
         return d
-
-
-def default_threads() -> int:
-    """CPUs this process may run on (respects cpusets/taskset, unlike os.cpu_count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def openvino_available() -> bool:
