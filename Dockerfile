@@ -3,7 +3,7 @@
 #   docker build --build-arg BAKE_U2NET=u2net -t bg-removal .     # U2-Net weights baked in
 # Run (one node):
 #   docker run --gpus all -p 8000:8000 -v bg-models:/models -e HF_TOKEN=... bg-removal
-# On KubeRay, use this image for the head and workers and `serve deploy serve_config.yaml`.
+# On KubeRay, use this image for the head and workers: configs/kuberay/ (README, "Kubernetes").
 ARG RAY_IMAGE=rayproject/ray:2.60.0-py311-gpu
 FROM ${RAY_IMAGE}
 

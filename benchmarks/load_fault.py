@@ -108,7 +108,8 @@ def closed_loop(url: str, photos: list[tuple[str, bytes]], clients: int, seconds
 def replica_pids() -> dict[str, int]:
     from ray.util.state import list_actors
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    address = ray.get_runtime_context().gcs_address  # the drill's own cluster
+    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
     return {a.name: a.pid for a in actors if a.name and a.name.startswith("SERVE_REPLICA::")}
 
 

@@ -28,7 +28,9 @@ import ray
 from PIL import Image
 
 from imaging.decode import decode_image
-from imaging.render import RenderOptions, render
+from imaging.encode import encode_image
+from imaging.options import RenderOptions
+from imaging.render import compose
 from imaging.resize import ModelInputSpec
 from models.hardware import cpu_name as cpu_model
 from models.u2net import U2NetPredictor, resize_filters
@@ -42,6 +44,10 @@ def timed(stages: dict[str, list[float]], name: str, fn: Callable[[], Any]) -> A
     out = fn()
     stages[name].append((time.perf_counter() - start) * 1000)
     return out
+
+
+def render(decoded: Any, mask: np.ndarray, options: RenderOptions) -> tuple[bytes, str]:
+    return encode_image(compose(decoded, mask, options), options.fmt)
 
 
 def through_object_store(value: np.ndarray) -> np.ndarray:

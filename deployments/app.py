@@ -17,6 +17,7 @@ from deployments.ingress import Ingress, IngressConfig
 from deployments.rmbg import RMBGDeployment
 from deployments.settings import ServiceSettings
 from deployments.u2net import U2NetDeployment
+from imaging.presets import load_presets, preset_fields
 
 logger = logging.getLogger("ray.serve")
 
@@ -79,6 +80,7 @@ def build_app_from_settings(settings: ServiceSettings) -> Application:
         api_key_hashes=settings.api_key_hashes(),
         health_details=settings.health_details,
         cors_allow_origins=tuple(settings.cors_allow_origins),
+        presets=preset_fields(load_presets(settings.presets_file)),
     )
     return Ingress.options(
         ray_actor_options={

@@ -27,8 +27,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Multipart framing and the small form fields on top of the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-#: Paths (after the app's route prefix) answered without a key: liveness/readiness only.
-PUBLIC_PATHS = frozenset({"/api/v1/health"})
+#: Paths (after the app's route prefix) answered without a key: liveness/readiness, and the
+#: web page (static HTML; it carries no data, and the key is typed into it).
+PUBLIC_PATHS = frozenset({"/", "/api/v1/health"})
 EXPOSED_HEADERS = ["X-Model-Used", "X-Fallback-Reason", "X-Processing-Time-Ms", "Retry-After"]
 
 
@@ -119,7 +120,10 @@ class RequestGuard:
 def _app_path(scope: Scope) -> str:
     """The path below the app's route prefix (Serve mounts apps under `root_path`)."""
     path, root = scope.get("path", ""), scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
+    if not (root and path.startswith(root)):
+        return path
+    # `/prefix` itself is the app's root, as `/prefix/` is (the router redirects it there)
+    return path[len(root) :] or "/"
 
 
 def _too_large(limit: int, what: str) -> ASGIApp:

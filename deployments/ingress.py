@@ -11,7 +11,7 @@ in worker threads (Pillow and numpy release the GIL) to keep the event loop free
 import asyncio
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,15 +29,14 @@ from deployments.routing import (
     U2NET,
     GroupMonitor,
     GroupState,
-    MaskResult,
     MaskRouter,
     RoutingConfig,
 )
-from imaging.decode import decode_image
+from deployments.webpage import web_page_response
 from imaging.errors import ImageTooLargeError, InvalidOptionError
 from imaging.foreground import warmup as warm_up_edges
-from imaging.options import Edges, OutputFormat, Style
-from imaging.render import RenderOptions, check_output, plan_output, render
+from imaging.options import OPTION_FIELDS, OPTION_NAMES, OutputFormat, RenderOptions, Style
+from imaging.pipeline import Limits, remove_background_async
 
 logger = logging.getLogger("ray.serve")
 
@@ -50,11 +49,13 @@ api = FastAPI(
 )
 install_error_handlers(api)
 
-#: The form: one file and a few short option fields; anything more is refused.
-MAX_FORM_FILES = 1
-MAX_FORM_FIELDS = 8
+#: The form: the photo, an optional background image and short option fields; no more.
+PHOTO_FIELD = "file"
+BACKGROUND_FIELD = "bg_image_file"
+MAX_FORM_FILES = 2
+MAX_FORM_FIELDS = 16
 MAX_FIELD_BYTES = 1024
-FORM_FIELDS = {"file", "ratio", "style", "format", "edges"}
+FORM_FIELDS = OPTION_NAMES | {PHOTO_FIELD, BACKGROUND_FIELD}
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,12 @@ class IngressConfig:
     api_key_hashes: frozenset[str] = frozenset()
     health_details: bool = False
     cors_allow_origins: tuple[str, ...] = ()
+    #: preset name -> option fields (`imaging.presets`)
+    presets: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_upload_bytes, self.max_pixels, self.max_output_pixels)
 
 
 def _replica_config() -> IngressConfig:
@@ -80,34 +87,31 @@ def _replica_config() -> IngressConfig:
 
 api.add_middleware(RequestGuard, config_of=_replica_config)
 
-#: OpenAPI description of the multipart form, which the route parses itself (with limits).
-_FORM_SCHEMA: dict[str, Any] = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {
-                    "file": {
-                        "type": "string",
-                        "format": "binary",
-                        "description": "The photo: JPEG, PNG, WebP, BMP or TIFF.",
-                    },
-                    "ratio": {"type": "string", "description": "Canvas ratio W:H, e.g. 4:5."},
-                    "style": {"type": "string", "enum": [s.value for s in Style]},
-                    "format": {"type": "string", "enum": [f.value for f in OutputFormat]},
-                    "edges": {
-                        "type": "string",
-                        "enum": [e.value for e in Edges],
-                        "description": "refined (default): soft edges get the subject's own "
-                        "colour, no fringe of the old background; raw: the photo's pixels.",
-                    },
-                },
-            }
-        }
-    },
-}
+
+def _form_schema() -> dict[str, Any]:
+    """OpenAPI description of the multipart form (which the route parses itself, with limits),
+    built from the one list of options every entry point shares."""
+    properties: dict[str, Any] = {
+        PHOTO_FIELD: {
+            "type": "string",
+            "format": "binary",
+            "description": "The photo: JPEG, PNG, WebP, BMP or TIFF.",
+        },
+        BACKGROUND_FIELD: {
+            "type": "string",
+            "format": "binary",
+            "description": "A background photo, scaled to cover the canvas behind the subject.",
+        },
+    }
+    for option in OPTION_FIELDS:
+        prop: dict[str, Any] = {"type": "string", "description": option.help}
+        if option.choices:
+            prop["enum"] = list(option.choices)
+        if option.example:
+            prop["example"] = option.example
+        properties[option.name] = prop
+    schema = {"type": "object", "required": [PHOTO_FIELD], "properties": properties}
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
 
 
 def health_report(config: RoutingConfig, monitor: GroupMonitor, *, details: bool) -> dict[str, Any]:
@@ -216,7 +220,7 @@ class Ingress:
 
     @api.post(
         f"{API_PREFIX}/remove-background",
-        openapi_extra={"requestBody": _FORM_SCHEMA},
+        openapi_extra={"requestBody": _form_schema()},
         response_class=Response,
     )
     async def remove_background(self, request: Request) -> Response:
@@ -241,29 +245,20 @@ class Ingress:
             self._door.finished(token, time.monotonic(), served=served)
 
     async def _remove_background(self, request: Request, started: float) -> Response:
-        data, fields = await self._read_form(request)
+        photo, background, fields = await self._read_form(request)
         options = RenderOptions.parse(
-            fields.get("ratio"), fields.get("style"), fields.get("format"), fields.get("edges")
+            fields, presets=self.config.presets, bg_image=background is not None
         )
         reservation = Reservation(self._budget)
-
-        def admit(width: int, height: int) -> None:
-            # From the header alone, before any pixel is decoded or any model runs.
-            out_size = plan_output(width, height, options)
-            check_output(out_size, options, self.config.max_output_pixels)
-            reservation.acquire(width * height + out_size[0] * out_size[1])
-
         try:
-            decoded = await asyncio.to_thread(
-                decode_image,
-                data,
-                max_bytes=self.config.max_upload_bytes,
-                max_pixels=self.config.max_pixels,
-                before_decode=admit,
+            result = await remove_background_async(
+                photo,
+                options,
+                self._router.mask,
+                limits=self.config.limits,
+                background=background,
+                reserve=reservation.acquire,
             )
-            del data
-            result: MaskResult = await self._router.mask(decoded.rgb)
-            body, media_type = await asyncio.to_thread(render, decoded, result.mask, options)
         finally:
             reservation.release()
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -276,19 +271,21 @@ class Ingress:
         self._requests.inc(tags={"model": result.model, "status": "200"})
         self._latency.observe(elapsed_ms, tags={"model": result.model})
         logger.info(
-            "served %dx%d %s with %s%s in %.0f ms",
-            decoded.width,
-            decoded.height,
-            decoded.format,
+            "served %dx%d %s -> %dx%d %s with %s%s in %.0f ms %s",
+            *result.input_size,
+            result.input_format,
+            *result.output_size,
+            result.media_type,
             result.model,
             f" (fallback: {result.fallback_reason})" if result.fallback_reason else "",
             elapsed_ms,
+            {k: round(v, 1) for k, v in result.timings_ms.items()},
         )
-        return Response(content=body, media_type=media_type, headers=headers)
+        return Response(content=result.body, media_type=result.media_type, headers=headers)
 
-    async def _read_form(self, request: Request) -> tuple[bytes, dict[str, str]]:
-        """The upload's bytes and the option fields, under strict multipart limits."""
-        limit = self.config.max_upload_bytes
+    async def _read_form(self, request: Request) -> tuple[bytes, bytes | None, dict[str, str]]:
+        """The photo's bytes, the background image's (if sent) and the option fields, under
+        strict multipart limits."""
         async with request.form(
             max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FIELD_BYTES
         ) as form:
@@ -298,14 +295,33 @@ class Ingress:
                     f"unknown form field(s) {', '.join(unknown)}; "
                     f"allowed: {', '.join(sorted(FORM_FIELDS))}"
                 )
-            upload = form.get("file")
+            repeated = sorted(k for k in set(form.keys()) if len(form.getlist(k)) > 1)
+            if repeated:
+                raise InvalidOptionError(f"send each form field once: repeated {repeated}")
+            upload = form.get(PHOTO_FIELD)
             if not isinstance(upload, UploadFile):
-                raise InvalidOptionError("missing the image: send it as the form field 'file'")
+                raise InvalidOptionError(
+                    f"missing the image: send it as the form field '{PHOTO_FIELD}'"
+                )
             fields = {k: v for k, v in form.items() if isinstance(v, str)}
-            data = await upload.read(limit + 1)
+            photo = await self._read_upload(upload)
+            extra = form.get(BACKGROUND_FIELD)
+            if extra is not None and not isinstance(extra, UploadFile):
+                raise InvalidOptionError(f"'{BACKGROUND_FIELD}' must be a file upload")
+            background = await self._read_upload(extra) if extra is not None else None
+        return photo, background, fields
+
+    async def _read_upload(self, upload: UploadFile) -> bytes:
+        limit = self.config.max_upload_bytes
+        data = await upload.read(limit + 1)
         if len(data) > limit:
             raise ImageTooLargeError(f"upload is over the limit of {limit} bytes")
-        return data, fields
+        return data
+
+    @api.get("/", include_in_schema=False)
+    async def index(self) -> Response:
+        """The web page (HTML with a strict CSP); public, it carries no data."""
+        return web_page_response()
 
     @api.get(f"{API_PREFIX}/health")
     async def health(self, request: Request) -> JSONResponse:
@@ -324,4 +340,8 @@ class Ingress:
             and key_is_valid(presented_key(request.headers), self.config.api_key_hashes)
         )
         report = health_report(self._router.config, self._monitor, details=details)
+        # The web page asks for a key only when one is needed.
+        report["api_key_required"] = bool(self.config.api_key_hashes)
+        if details:
+            report["presets_available"] = sorted(self.config.presets)
         return JSONResponse(report, status_code=503 if report["status"] == "unhealthy" else 200)

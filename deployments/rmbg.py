@@ -13,42 +13,24 @@ import ray
 from ray import serve
 
 from deployments.model_replica import MaskPredictor, ModelReplica
-from deployments.settings import RecoveryConfig, RMBGLoadConfig
+from deployments.settings import RecoveryConfig
 from imaging.resize import ModelInputSpec
 from models.errors import OutOfMemoryError
+from models.registry import RMBG, RMBGLoadConfig, get_tier, load_predictor
 
 
 @serve.deployment(name="RMBG2", max_ongoing_requests=32, health_check_period_s=10)
 class RMBGDeployment(ModelReplica):
     """BiRefNet (RMBG-2.0 checkpoint) behind `@serve.batch`."""
 
-    model_name = "rmbg-2.0"
+    model_name = RMBG
 
     def __init__(self, config: RMBGLoadConfig, recovery: RecoveryConfig) -> None:
         self._config = config
         super().__init__(recovery)
 
     def _load(self) -> MaskPredictor:
-        # Imported here so that only RMBG-2.0 replicas pay for importing torch.
-        from models.rmbg import load_rmbg_predictor
-
-        c = self._config
-        # `cuda` without a GPU raises DeviceUnavailableError before any weights are read;
-        # on a CPU, `runtime: auto` converts to OpenVINO (cached on disk) or says why not.
-        predictor = load_rmbg_predictor(
-            c.source,
-            arch=c.arch,
-            resolution=c.resolution,
-            device=c.device,
-            dtype=c.dtype,
-            compile=c.compile,
-            revision=c.revision,
-            runtime=c.runtime,
-            cache_dir=c.cache_dir,
-            threads=c.threads,
-        )
-        predictor.warmup(1)
-        return predictor
+        return load_predictor(RMBG, self._config)
 
     def _describe(self) -> dict[str, Any]:
         import torch
@@ -70,10 +52,7 @@ class RMBGDeployment(ModelReplica):
         return info
 
     def _input_spec(self) -> ModelInputSpec | None:
-        # Pillow's antialiased bilinear, as the reference pipeline (torchvision Resize on a
-        # PIL image) does; the predictor's own resize of an R x R input is then the identity.
-        r = self._config.resolution
-        return ModelInputSpec(width=r, height=r, downscale="bilinear", upscale="bilinear")
+        return get_tier(RMBG).input_size(self._config, self._predictor)
 
     def _translate(self, exc: Exception) -> Exception:
         import torch

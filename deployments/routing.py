@@ -25,15 +25,15 @@ from ray.serve.metrics import Counter
 from deployments.admission import DeadlineAdmission
 from deployments.errors import MaskTimeoutError, NoModelAvailableError, OverloadedError
 from deployments.model_replica import ModelNotLoadedError
+from imaging.pipeline import MaskOutcome
 from imaging.resize import ModelInputSpec
 from models.errors import ModelError
+from models.registry import RMBG, TIERS, U2NET
 
 logger = logging.getLogger("ray.serve")
 
-RMBG = "rmbg-2.0"
-U2NET = "u2net"
-#: Serve deployment names of the model groups (see deployments/rmbg.py, deployments/u2net.py)
-DEPLOYMENT_NAMES = {RMBG: "RMBG2", U2NET: "U2Net"}
+#: Serve deployment names of the model groups
+DEPLOYMENT_NAMES = {name: tier.deployment for name, tier in TIERS.items()}
 
 
 @dataclass(frozen=True)
@@ -122,13 +122,6 @@ class GroupBusyError(Exception):
 
 #: What "this group is full right now" looks like: Serve's queue bound, or our own estimate.
 OVERLOADED = (BackPressureError, GroupBusyError)
-
-
-@dataclass(frozen=True)
-class MaskResult:
-    mask: np.ndarray
-    model: str
-    fallback_reason: str | None = None
 
 
 class GroupMonitor:
@@ -240,7 +233,7 @@ class MaskRouter:
             tag_keys=("reason",),
         )
 
-    async def mask(self, rgb: np.ndarray) -> MaskResult:
+    async def mask(self, rgb: np.ndarray) -> MaskOutcome:
         await self._monitor.ready()
         config = self.config
         reason: str | None = None
@@ -249,7 +242,7 @@ class MaskRouter:
             if reason is None:
                 try:
                     mask = await self._call(RMBG, rgb, config.rmbg_timeout_s)
-                    return MaskResult(mask, RMBG)
+                    return MaskOutcome(mask, RMBG)
                 except TimeoutError:
                     reason = "timeout"
                 except OVERLOADED:
@@ -288,7 +281,7 @@ class MaskRouter:
                 + (f"; RMBG-2.0 cannot serve ({reason})" if reason else ""),
                 retry_after_s=self._retry_after_s if _passing(detail) else None,
             ) from exc
-        return MaskResult(mask, U2NET, reason)
+        return MaskOutcome(mask, U2NET, reason)
 
     async def _call(self, name: str, rgb: np.ndarray, timeout_s: float) -> np.ndarray:
         """The group's mask at the photo's size, within `timeout_s`, one retry on replica loss."""

@@ -17,27 +17,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.registry import RMBGLoadConfig, U2NetLoadConfig
+
 ModelName = Literal["rmbg-2.0", "u2net"]
 Device = Literal["cuda", "cpu", "auto"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 U2NetRuntime = Literal["auto", "onnxruntime", "openvino"]
 RMBGRuntime = Literal["auto", "torch", "openvino"]
-
-
-@dataclass(frozen=True)
-class RMBGLoadConfig:
-    """What an RMBG-2.0 replica needs to load its model; a change restarts the replicas."""
-
-    source: str
-    arch: str
-    resolution: int
-    device: str
-    dtype: str
-    compile: bool
-    revision: str | None
-    runtime: str = "auto"
-    cache_dir: str | None = None
-    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -47,23 +33,6 @@ class RecoveryConfig:
     retry_initial_s: float
     retry_max_s: float
     grace_s: float
-
-
-@dataclass(frozen=True)
-class U2NetLoadConfig:
-    """What a U2-Net replica needs to load its model; a change restarts the replicas.
-
-    Field names are `models.u2net.U2NetPredictor.load`'s arguments.
-    """
-
-    model_name: str
-    path: str | None
-    home: str | None
-    runtime: str
-    threads: int | None
-    allow_download: bool
-    precision: str
-    resize: str
 
 
 class ServiceSettings(BaseSettings):
@@ -144,6 +113,11 @@ class ServiceSettings(BaseSettings):
     u2net_batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
     u2net_timeout_s: float = Field(60.0, gt=0)
     u2net_allow_download: bool = Field(True, description="Fetch missing weights on first use.")
+    u2net_tuning_cache_dir: str = Field(
+        "~/.cache/bg-removal/tuning",
+        description="Measured runtime choices, reused by restarts on the same CPU, threads, "
+        "model and runtimes; empty: measure at every start.",
+    )
 
     # Ingress.
     ingress_num_cpus: float = Field(1.0, ge=0)
@@ -155,6 +129,9 @@ class ServiceSettings(BaseSettings):
         50_000_000, ge=1024, description="Largest result; refused before the model runs."
     )
     status_poll_interval_s: float = Field(2.0, gt=0, description="Replica state refresh.")
+    presets_file: str | None = Field(
+        None, description="YAML file of extra output presets (added to the built-in ones)."
+    )
 
     # Budgets and backpressure.
     ingress_pixel_budget: int = Field(
@@ -279,6 +256,7 @@ class ServiceSettings(BaseSettings):
             allow_download=self.u2net_allow_download,
             precision=self.u2net_precision,
             resize=self.u2net_resize,
+            tuning_cache_dir=self.u2net_tuning_cache_dir or None,
         )
 
     def rmbg_user_config(self) -> dict[str, float | int]:

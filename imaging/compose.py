@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
 from imaging.foreground import estimate_foreground
-from imaging.options import Edges, Style
+from imaging.options import Edges, Margin, Style
 
 MARGIN = 0.10
 """Free space on each side of the subject, as a fraction of the canvas side."""
@@ -164,6 +164,75 @@ def subject_bbox(
     """(left, top, right, bottom) of the pixels with alpha > threshold; None if there are none."""
     lut = [0] * (threshold + 1) + [255] * (255 - threshold)
     return Image.fromarray(alpha).point(lut).getbbox()
+
+
+def crop_box(alpha: np.ndarray, margin: Margin) -> tuple[int, int, int, int] | None:
+    """The subject's bounding box grown by ``margin`` on each side (it may reach past the
+    image: the crop is then padded with transparency); None when there is no subject."""
+    bbox = subject_bbox(alpha)
+    if bbox is None:
+        return None
+    x0, y0, x1, y1 = bbox
+    m = margin.pixels(max(x1 - x0, y1 - y0))
+    return x0 - m, y0 - m, x1 + m, y1 + m
+
+
+def crop_padded(pixels: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """``pixels`` inside ``box`` (left, top, right, bottom); outside the image is zero."""
+    x0, y0, x1, y1 = box
+    h, w = pixels.shape[:2]
+    if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
+        return pixels[y0:y1, x0:x1]
+    out = np.zeros((y1 - y0, x1 - x0, *pixels.shape[2:]), dtype=pixels.dtype)
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = pixels[sy0:sy1, sx0:sx1]
+    return out
+
+
+def _resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Lanczos down, bicubic up; RGBA is resized premultiplied by Pillow (no edge fringe)."""
+    if im.size == size:
+        return im
+    if size[0] < im.width or size[1] < im.height:
+        return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return im.resize(size, Image.Resampling.BICUBIC)
+
+
+def fit_into(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Scale RGB/RGBA ``pixels`` to fit inside ``size`` (W, H), centred on a canvas of
+    exactly that size: transparent for RGBA, black for RGB (callers give RGBA)."""
+    cw, ch = size
+    h, w = pixels.shape[:2]
+    scale = min(cw / w, ch / h)
+    tw, th = min(cw, max(1, round(w * scale))), min(ch, max(1, round(h * scale)))
+    scaled = np.asarray(_resize(Image.fromarray(pixels), (tw, th)))
+    if (tw, th) == (cw, ch):
+        return scaled
+    out = np.zeros((ch, cw, pixels.shape[2]), dtype=np.uint8)
+    x0, y0 = (cw - tw) // 2, (ch - th) // 2
+    out[y0 : y0 + th, x0 : x0 + tw] = scaled
+    return out
+
+
+def over_color(rgba: np.ndarray, color: tuple[int, int, int, int]) -> np.ndarray:
+    """The cut-out over a plain colour: RGB when the colour is opaque, else RGBA."""
+    h, w = rgba.shape[:2]
+    composite = Image.alpha_composite(Image.new("RGBA", (w, h), color), Image.fromarray(rgba))
+    return np.asarray(composite.convert("RGB") if color[3] == 255 else composite)
+
+
+def over_image(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """The cut-out over an RGB photo scaled to cover the canvas (centre-cropped): RGB."""
+    h, w = rgba.shape[:2]
+    bh, bw = background.shape[:2]
+    scale = max(w / bw, h / bh)
+    sw, sh = max(w, round(bw * scale)), max(h, round(bh * scale))
+    canvas = _resize(Image.fromarray(background), (sw, sh))
+    left, top = (sw - w) // 2, (sh - h) // 2
+    canvas = canvas.crop((left, top, left + w, top + h))
+    fg = Image.fromarray(rgba)
+    canvas.paste(fg.convert("RGB"), (0, 0), fg.getchannel("A"))
+    return np.asarray(canvas)
 
 
 def _canvas_size(ratio: tuple[int, int], long_side: float) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Encode RGB/RGBA uint8 arrays into response bytes (PNG, WebP, JPEG).
 
-Choices, with figures in docs/benchmarks.md ("PNG encoder") (``scripts/bench_png.py``):
+Choices, with figures in docs/benchmarks.md ("PNG encoder") (``benchmarks/bench_png.py``):
 - PNG: fpng (PyPI ``fpng``, the py-fpng-nb binding of Rich Geldreich's fpng) when installed.
   It writes standard 8-bit RGB/RGBA PNGs with a fixed, fast deflate: ~15-20x faster than
   Pillow ``compress_level=1`` on a 7.4 MP cut-out for ~5% larger files. Without it, Pillow
@@ -44,13 +44,21 @@ def png_backend() -> str:
 
 
 def encode_image(pixels: np.ndarray, fmt: OutputFormat) -> tuple[bytes, str]:
-    """Encode HxWx3 (RGB) or HxWx4 (RGBA) uint8 pixels; return (bytes, media type)."""
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
-        raise ValueError(f"pixels must be HxWx3 or HxWx4 uint8, got {pixels.shape} {pixels.dtype}")
+    """Encode HxW (grey), HxWx3 (RGB) or HxWx4 (RGBA) uint8 pixels; return (bytes, media type).
+
+    Grey (a mask alone) is written as 8-bit grey PNG/JPEG; WebP has no grey mode (RGB).
+    """
+    grey = pixels.ndim == 2
+    if pixels.dtype != np.uint8 or not (grey or (pixels.ndim == 3 and pixels.shape[2] in (3, 4))):
+        raise ValueError(
+            f"pixels must be HxW, HxWx3 or HxWx4 uint8, got {pixels.shape} {pixels.dtype}"
+        )
     fmt = OutputFormat(fmt)
     if fmt is OutputFormat.PNG:
         return encode_png(pixels), MEDIA_TYPES[fmt]
-    if fmt is OutputFormat.JPEG and pixels.shape[2] == 4:
+    if grey and fmt is OutputFormat.WEBP:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    if fmt is OutputFormat.JPEG and not grey and pixels.shape[2] == 4:
         raise InvalidOptionError(
             "format jpeg cannot carry transparency: use png or webp for a cut-out, "
             "or pick a style (minimal, mood, street) for an opaque image"
@@ -65,8 +73,8 @@ def encode_image(pixels: np.ndarray, fmt: OutputFormat) -> tuple[bytes, str]:
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
-    """PNG bytes of RGB/RGBA uint8 pixels with the fastest encoder available."""
-    if _fpng is not None:
+    """PNG bytes of grey/RGB/RGBA uint8 pixels with the fastest encoder available."""
+    if _fpng is not None and pixels.ndim == 3:
         return _fpng.from_ndarray(np.ascontiguousarray(pixels))
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, "PNG", compress_level=PNG_FALLBACK_LEVEL)

@@ -1,35 +1,33 @@
-"""What a request asks for, what it will cost, and the compose + encode step.
+"""What a request will cost, and the compose step.
 
-Every entry point (HTTP, CLI, batch) validates options here, learns the size of the result
-from the image header alone (`plan_output`), so that a request whose result would be too big is
-refused before any pixel is decoded or any model runs, and renders with `render`.
+Every entry point (HTTP, CLI, batch) learns the size of the result from the image header
+alone (`plan_output`), so that a request whose result would be too big is refused before any
+pixel is decoded or any model runs. The steps of `compose`, in order:
+cut out (edge colours refined unless ``edges=raw``) -> crop to the subject (+ margin) -> place
+(exact ``output_size``, or a ``ratio`` canvas) -> background (colour or image) -> channels.
+Styled composites (`compose_styled`) frame the subject themselves.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from PIL import Image
 
 from imaging.compose import (
     compose_styled,
+    crop_box,
+    crop_padded,
     cutout,
+    fit_into,
     fit_to_ratio,
+    over_color,
+    over_image,
     ratio_canvas_size,
     styled_canvas_bound,
 )
 from imaging.decode import DecodedImage
-from imaging.encode import encode_image
-from imaging.errors import InvalidOptionError, OutputTooLargeError
-from imaging.options import (
-    Edges,
-    OutputFormat,
-    Style,
-    parse_edges,
-    parse_format,
-    parse_ratio,
-    parse_style,
-)
+from imaging.errors import OutputTooLargeError
+from imaging.options import Channels, Edges, OutputFormat, RenderOptions
 
 #: Largest side each encoder writes correctly: libwebp's limit, the fast PNG writer's
 #: 16-bit header fields (it wraps beyond), libjpeg's limit.
@@ -40,36 +38,17 @@ FORMAT_MAX_SIDE: dict[OutputFormat, int] = {
 }
 
 
-@dataclass(frozen=True)
-class RenderOptions:
-    """The validated output options of one request."""
-
-    ratio: tuple[int, int] | None = None
-    style: Style | None = None
-    fmt: OutputFormat = OutputFormat.PNG
-    edges: Edges = Edges.REFINED
-
-    @classmethod
-    def parse(
-        cls,
-        ratio: str | None = None,
-        style: str | None = None,
-        fmt: str | None = None,
-        edges: str | None = None,
-    ) -> RenderOptions:
-        options = cls(parse_ratio(ratio), parse_style(style), parse_format(fmt), parse_edges(edges))
-        if options.fmt is OutputFormat.JPEG and options.style is None:
-            raise InvalidOptionError(
-                "format 'jpeg' has no transparency: use it with a style "
-                f"({', '.join(s.value for s in Style)}), or ask for 'png' or 'webp'"
-            )
-        return options
-
-
 def plan_output(width: int, height: int, options: RenderOptions) -> tuple[int, int]:
-    """(W, H) of the result for a width x height (upright) photo; an upper bound for styles."""
+    """(W, H) of the result for a width x height (upright) photo; an upper bound where the
+    subject decides (styles, crops)."""
+    if options.output_size is not None:
+        return options.output_size
     if options.style is not None:
         return styled_canvas_bound(width, height, options.ratio)
+    if options.crop:
+        # The subject is at most the whole photo; the margin may reach past it.
+        m = options.crop_margin.pixels(max(width, height))
+        width, height = width + 2 * m, height + 2 * m
     if options.ratio is not None:
         return ratio_canvas_size(width, height, options.ratio)
     return width, height
@@ -81,29 +60,52 @@ def check_output(size: tuple[int, int], options: RenderOptions, max_output_pixel
     if w * h > max_output_pixels:
         raise OutputTooLargeError(
             f"the result would be {w}x{h} = {w * h} pixels; the limit is {max_output_pixels} "
-            "pixels (max_output_pixels): choose another ratio or send a smaller image"
+            "pixels (max_output_pixels): choose another ratio or size, or send a smaller image"
         )
     limit = FORMAT_MAX_SIDE[options.fmt]
     if max(w, h) > limit:
         raise OutputTooLargeError(
             f"the result would be {w}x{h}; {options.fmt.value} images are limited to "
-            f"{limit} px a side: choose another format or ratio"
+            f"{limit} px a side: choose another format, ratio or size"
         )
 
 
-def render(decoded: DecodedImage, mask: np.ndarray, options: RenderOptions) -> tuple[bytes, str]:
-    """Compose the mask with the image as asked, then encode: (bytes, media type)."""
-    if options.style is None:
-        pixels = cutout(decoded.rgb, mask, input_alpha=decoded.alpha, edges=options.edges)
-        if options.ratio is not None:
-            pixels = fit_to_ratio(pixels, options.ratio)
-    else:
+def compose(
+    decoded: DecodedImage,
+    mask: np.ndarray,
+    options: RenderOptions,
+    background: DecodedImage | None = None,
+) -> np.ndarray:
+    """The result's pixels: HxWx4 RGBA, HxWx3 RGB (opaque results) or HxW grey (alpha)."""
+    if options.style is not None:
         pixels = compose_styled(
             decoded.rgb,
             mask,
             style=options.style,
-            ratio=options.ratio,
+            ratio=options.output_size or options.ratio,
             input_alpha=decoded.alpha,
             edges=options.edges,
         )
-    return encode_image(pixels, options.fmt)
+        if options.output_size is not None and pixels.shape[1::-1] != options.output_size:
+            pixels = np.asarray(
+                Image.fromarray(pixels).resize(options.output_size, Image.Resampling.LANCZOS)
+            )
+        return pixels
+    # The mask alone needs no edge colours: skip their cost.
+    edges = Edges.RAW if options.channels is Channels.ALPHA else options.edges
+    pixels = cutout(decoded.rgb, mask, input_alpha=decoded.alpha, edges=edges)
+    if options.crop:
+        box = crop_box(pixels[:, :, 3], options.crop_margin)
+        if box is not None:  # no subject: nothing to crop to, the whole frame stays
+            pixels = crop_padded(pixels, box)
+    if options.output_size is not None:
+        pixels = fit_into(pixels, options.output_size)
+    elif options.ratio is not None:
+        pixels = fit_to_ratio(pixels, options.ratio)
+    if options.channels is Channels.ALPHA:
+        return np.ascontiguousarray(pixels[:, :, 3])
+    if options.bg_color is not None:
+        return over_color(pixels, options.bg_color)
+    if background is not None:
+        return over_image(pixels, background.rgb)
+    return pixels

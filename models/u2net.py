@@ -36,7 +36,17 @@ from PIL import Image
 
 from models.errors import CorruptWeightsError, ModelError
 from models.hardware import usable_cpus as default_threads
-from models.u2net_tuning import Candidate, plan_candidates, select_fastest, timing_input
+from models.u2net_tuning import (
+    Candidate,
+    Plan,
+    SelectionCache,
+    model_identity,
+    plan_candidates,
+    select_cached,
+    selection_cache,
+    selection_key,
+    timing_input,
+)
 from models.u2net_weights import U2NetWeights, check_io, model_spec, resolve_u2net_weights
 
 log = logging.getLogger(__name__)
@@ -44,7 +54,7 @@ log = logging.getLogger(__name__)
 Runtime = Literal["auto", "onnxruntime", "openvino"]
 ResizeMode = Literal["exact", "fast"]
 Precision = Literal["f32", "bf16"]
-Selection = Literal["measured", "pinned"]
+Selection = Literal["measured", "cached", "pinned"]
 
 #: ImageNet statistics, as rembg's U2-Net sessions pass them to ``normalize``
 MEAN = (0.485, 0.456, 0.406)
@@ -72,8 +82,12 @@ class U2NetInfo:
     (``timings_ms``: median ms of one run at ``input_size``, batch 1, keyed by
     ``runtime/precision/<threads>t``) and the fastest kept, ``"pinned"`` when
     the caller's pins (or what is installed) left one candidate and nothing
-    was timed. ``excluded`` says why candidates were not tried (or failed),
-    keyed by a label or label prefix such as ``openvino/bf16``.
+    was timed, ``"cached"`` when an earlier measurement under the same key
+    (CPU, threads, model file, runtime versions, candidates) was reused from
+    ``tuning_cache`` and only its choice was built (``timings_ms`` are that
+    measurement's). ``tuning_cache`` is the record read or written, None when
+    no cache was used. ``excluded`` says why candidates were not tried (or
+    failed), keyed by a label or label prefix such as ``openvino/bf16``.
     """
 
     weights: U2NetWeights
@@ -86,6 +100,7 @@ class U2NetInfo:
     selection: Selection = "pinned"
     timings_ms: dict[str, float] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)
+    tuning_cache: str | None = None
 
     @property
     def label(self) -> str:
@@ -201,6 +216,7 @@ class U2NetPredictor:
         resize: ResizeMode | Literal["auto"] = "auto",
         precision: Precision | Literal["auto"] = "auto",
         warmup: bool = True,
+        tuning_cache_dir: str | os.PathLike[str] | None = None,
     ) -> U2NetPredictor:
         """Resolve the weights (see ``resolve_u2net_weights``), then build the fastest runtime.
 
@@ -219,6 +235,11 @@ class U2NetPredictor:
         bf16 (its error budget goes to the model) and ``fast`` with f32;
         ``resize="exact"`` with ONNX Runtime reproduces rembg's masks bit for
         bit. A pinned bf16 on a CPU without it runs f32 (OpenVINO's choice; logged).
+
+        With ``tuning_cache_dir`` (None or empty: off) a measured choice is
+        recorded there and reused by later loads with the same key, which then
+        build only that candidate (``info.selection == "cached"``); a directory
+        that is not writable only costs the caching (logged).
 
         Timing runs warm the chosen session, so ``warmup`` only matters when
         nothing was timed.
@@ -241,6 +262,7 @@ class U2NetPredictor:
             model_name, path=path, home=home, allow_download=allow_download, validate=False
         )
         pinned_threads = threads if threads and threads > 0 else None
+        cpus = default_threads()
         plan = plan_candidates(
             model_name=weights.name,
             rembg_file=_is_rembg_file(weights),
@@ -248,7 +270,7 @@ class U2NetPredictor:
             precision=precision,
             threads=pinned_threads,
             resize=resize,
-            cpus=default_threads(),
+            cpus=cpus,
             openvino_installed=ov_installed,
         )
 
@@ -262,16 +284,19 @@ class U2NetPredictor:
 
         excluded = dict(plan.excluded)
         timings: dict[str, float] = {}
+        cache_file: str | None = None
         if len(plan.candidates) == 1:
             chosen = plan.candidates[0]
             session, _ = build(chosen)
             selection: Selection = "pinned"
         else:
-            picked = select_fastest(plan.candidates, build)
+            cache = _tuning_cache(tuning_cache_dir, weights, plan, cpus, pinned_threads)
+            picked = select_cached(plan.candidates, build, cache)
             chosen, session, timings = picked.candidate, picked.session, picked.timings_ms
             excluded.update(picked.failed)
-            selection = "measured"
-            warmup = False  # the timing runs warmed it
+            selection = picked.source
+            cache_file = str(picked.cache_file) if picked.cache_file else None
+            warmup = False  # the timing runs (or the cached choice's check run) warmed it
         if resize == "auto":
             resize = "exact" if chosen.precision == "bf16" else "fast"
         info = U2NetInfo(
@@ -285,15 +310,17 @@ class U2NetPredictor:
             selection=selection,
             timings_ms=timings,
             excluded=excluded,
+            tuning_cache=cache_file,
         )
         log.info(
-            "U2-Net %s: %s %s, resize %s; timings (ms): %s; excluded: %s",
+            "U2-Net %s: %s %s, resize %s; timings (ms): %s; excluded: %s; tuning cache: %s",
             weights.name,
             info.label,
             selection,
             resize,
             ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) or "none",
             "; ".join(f"{k}: {v}" for k, v in excluded.items()) or "none",
+            cache_file or "none",
         )
         predictor = cls(session.run, info)
         if warmup:
@@ -370,6 +397,25 @@ def _is_rembg_file(weights: U2NetWeights) -> bool:
         return weights.md5 == model_spec(weights.name).md5
     except ModelError:
         return False
+
+
+def _tuning_cache(
+    cache_dir: str | os.PathLike[str] | None,
+    weights: U2NetWeights,
+    plan: Plan,
+    cpus: int,
+    threads: int | None,
+) -> SelectionCache | None:
+    """Where this load's measured choice is recorded, under which key (None: no cache)."""
+    if not cache_dir:
+        return None
+    key = selection_key(
+        model=model_identity(weights.path, weights.md5),
+        candidates=plan.candidates,
+        cpus=cpus,
+        threads=threads,
+    )
+    return selection_cache(cache_dir, key)
 
 
 def _dims(shape: Sequence[Any]) -> list[Any]:

@@ -7,20 +7,35 @@ Runtime and OpenVINO f32 wins, and with how many threads, varies too. So the
 predictor builds every candidate known to keep rembg's masks within tolerance
 (:func:`plan_candidates`), times each on a few warm runs and keeps the fastest
 (:func:`select_fastest`).
+
+Why cache: that timing costs seconds of every core at each replica start, and
+restarts come under load (after a crash, in a rolling update). The timings
+are a property of the CPU, the usable CPUs and threads, the model file, the
+runtime versions and the candidate set, so a measured choice is recorded on
+disk under exactly that key (:func:`selection_key`) and a later start with the
+same key loads the recorded choice without timing (:func:`select_cached`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import statistics
+import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
 from models.errors import ModelError
+from models.hardware import cpu_name
 
 log = logging.getLogger("models.u2net")
 
@@ -30,6 +45,8 @@ TIMED_RUNS = 3
 #: half the threads is also tried from this many CPUs (fewer threads can win on
 #: small convolutions; below 4 CPUs it is not worth the load time)
 HALF_THREADS_FROM = 4
+#: layout of a cached selection record and its key; bump it and older records are ignored
+CACHE_SCHEMA = 1
 
 S = TypeVar("S")
 
@@ -58,12 +75,27 @@ class Plan:
 
 @dataclass(frozen=True)
 class Selected(Generic[S]):
-    """The fastest candidate, its built session, and what the measurement saw."""
+    """The fastest candidate, its built session, and what the measurement saw.
+
+    ``source`` is ``"cached"`` when the choice and timings were read from
+    ``cache_file`` instead of measured; ``cache_file`` is also set when a
+    measured choice was recorded there.
+    """
 
     candidate: Candidate
     session: S
     timings_ms: dict[str, float]
     failed: dict[str, str]
+    source: Literal["measured", "cached"] = "measured"
+    cache_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class SelectionCache:
+    """Where a measured choice is recorded, and the key it is valid for."""
+
+    path: Path
+    key: dict[str, Any]
 
 
 def cpu_has_native_bf16() -> bool:
@@ -224,3 +256,161 @@ def select_fastest(
             raise ValueError("no U2-Net candidate to choose from")
         raise first_error
     return Selected(best[0], best[1], timings, failed)
+
+
+# --- the selection cache -----------------------------------------------------------------
+
+
+def cpu_flags_digest(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """sha256 of the CPU's feature flags, None where unreadable.
+
+    The model name alone is not enough: a hypervisor or a microcode update can
+    hide features (avx512_bf16, amx) that change which candidate wins.
+    """
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), None)
+    if flags is None:
+        return None
+    return hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()
+
+
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, None if it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def model_identity(path: Path, md5: str | None) -> dict[str, Any]:
+    """Size and content hash of the model file: the MD5 already checked if there is one.
+
+    Only an operator's own file has none; it is hashed here (sha256). Size and
+    mtime are not an identity: a copied or re-exported file can keep both.
+    """
+    if md5 is not None:
+        return {"size": path.stat().st_size, "md5": md5}
+    with path.open("rb") as f:
+        sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"size": path.stat().st_size, "sha256": sha256}
+
+
+def selection_key(
+    *, model: Mapping[str, Any], candidates: Sequence[Candidate], cpus: int, threads: int | None
+) -> dict[str, Any]:
+    """Everything a measured choice depends on; a record is reused only on an exact match."""
+    return {
+        "schema": CACHE_SCHEMA,
+        "cpu": cpu_name(),
+        "cpu_flags_sha256": cpu_flags_digest(),
+        "cpus": cpus,
+        "threads": threads,
+        "model": dict(model),
+        "onnxruntime": package_version("onnxruntime"),
+        "openvino": package_version("openvino"),
+        "candidates": [c.label for c in candidates],
+    }
+
+
+def selection_cache(cache_dir: str | os.PathLike[str], key: dict[str, Any]) -> SelectionCache:
+    """The record file for ``key``: one file per key, so alternating configs do not evict."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return SelectionCache(Path(cache_dir).expanduser() / f"u2net-{digest}.json", key)
+
+
+def read_choice(cache: SelectionCache) -> tuple[Candidate, dict[str, float]] | None:
+    """The recorded (choice, timings) for the cache's key, or None: then measure.
+
+    A missing file is the normal first start; an unreadable, corrupt or
+    foreign record is logged and ignored (the next measurement replaces it).
+    """
+    try:
+        record = json.loads(cache.path.read_text())
+        if record["key"] != cache.key:
+            raise ValueError("the record is for another key")
+        chosen = record["chosen"]
+        candidate = Candidate(
+            str(chosen["runtime"]), str(chosen["precision"]), int(chosen["threads"])
+        )
+        timings = {str(label): float(ms) for label, ms in record["timings_ms"].items()}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("ignoring U2-Net tuning cache %s (%s): measuring again", cache.path, exc)
+        return None
+    return candidate, timings
+
+
+def write_choice(cache: SelectionCache, candidate: Candidate, timings_ms: dict[str, float]) -> bool:
+    """Record a measured choice; False (logged) where the directory is not writable.
+
+    Written to a temp file and renamed, so a replica starting beside this one
+    reads the old record or the new one, never half of one.
+    """
+    record = {
+        "key": cache.key,
+        "chosen": asdict(candidate),
+        "timings_ms": timings_ms,
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    tmp: str | None = None
+    try:
+        cache.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=cache.path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True)
+        os.replace(tmp, cache.path)
+    except OSError as exc:
+        log.warning("U2-Net tuning cache %s is not writable (%s): not cached", cache.path, exc)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        return False
+    return True
+
+
+def load_cached(
+    cache: SelectionCache,
+    candidates: Sequence[Candidate],
+    build: Callable[[Candidate], tuple[S, Callable[[], object]]],
+) -> Selected[S] | None:
+    """Build only the recorded choice and run it once; None if there is none or it fails."""
+    cached = read_choice(cache)
+    if cached is None:
+        return None
+    candidate, timings = cached
+    if candidate not in candidates:
+        log.warning("U2-Net tuning cache %s: %s is not a candidate", cache.path, candidate.label)
+        return None
+    try:
+        session, run_once = build(candidate)
+        run_once()  # also the warm-up: a choice that no longer runs here is measured again
+    except ModelError as exc:
+        log.warning("cached U2-Net choice %s failed (%s): measuring again", candidate.label, exc)
+        return None
+    return Selected(candidate, session, timings, {}, source="cached", cache_file=cache.path)
+
+
+def select_cached(
+    candidates: Sequence[Candidate],
+    build: Callable[[Candidate], tuple[S, Callable[[], object]]],
+    cache: SelectionCache | None,
+    *,
+    measure: Callable[[Callable[[], object]], float] = time_runs,
+) -> Selected[S]:
+    """The recorded choice for this key if it loads, else :func:`select_fastest`, recorded.
+
+    A measurement in which a candidate failed is not recorded: the failure may
+    be passing (memory pressure during a rollout), and a record should hold a
+    fair comparison.
+    """
+    if cache is not None and (hit := load_cached(cache, candidates, build)) is not None:
+        return hit
+    picked = select_fastest(candidates, build, measure=measure)
+    if cache is None or picked.failed:
+        return picked
+    if not write_choice(cache, picked.candidate, picked.timings_ms):
+        return picked
+    return replace(picked, cache_file=cache.path)

@@ -22,9 +22,6 @@ import logging
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from models.errors import (
     GatedRepoError,
     ModelError,

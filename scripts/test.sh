@@ -8,6 +8,14 @@ scripts/setup.sh
 export U2NET_HOME=${U2NET_HOME:-$PWD/.models/u2net}
 .venv/bin/python scripts/fetch_models.py --model u2net --home "$U2NET_HOME"
 export BG_REMOVAL_REQUIRE_U2NET=1
+# The web page's test drives a real headless Chromium: Debian's browser and driver, once.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  as_root=()
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then as_root=(sudo); fi
+  "${as_root[@]}" apt-get update -q
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+fi
+export BG_REMOVAL_REQUIRE_BROWSER=1
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest "$@"

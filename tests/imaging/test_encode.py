@@ -81,9 +81,21 @@ def test_jpeg_opaque_ok_and_rgba_refused() -> None:
 
 def test_bad_pixels_rejected() -> None:
     with pytest.raises(ValueError):
-        encode_image(np.zeros((4, 4), np.uint8), OutputFormat.PNG)
+        encode_image(np.zeros((4, 4, 2), np.uint8), OutputFormat.PNG)
     with pytest.raises(ValueError):
         encode_image(np.zeros((4, 4, 3), np.float32), OutputFormat.PNG)
+
+
+@pytest.mark.parametrize("fmt", list(OutputFormat))
+def test_grey_mask_round_trip(fmt: OutputFormat) -> None:
+    """channels=alpha: the mask alone, 8-bit grey where the format has grey (PNG, JPEG)."""
+    mask = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1))
+    data, _ = encode_image(mask, fmt)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.mode == ("RGB" if fmt is OutputFormat.WEBP else "L")
+        back = np.asarray(im.convert("L"), dtype=np.int16)
+    tolerance = 0 if fmt is OutputFormat.PNG else 6
+    assert np.abs(back - mask).max() <= tolerance
 
 
 def test_png_pillow_fallback_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:

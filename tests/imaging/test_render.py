@@ -13,8 +13,8 @@ from imaging.compose import compose_styled, cutout, fit_to_ratio
 from imaging.decode import decode_image
 from imaging.encode import encode_image
 from imaging.errors import OutputTooLargeError
-from imaging.options import OutputFormat, Style
-from imaging.render import FORMAT_MAX_SIDE, RenderOptions, check_output, plan_output
+from imaging.options import OutputFormat, RenderOptions, Style
+from imaging.render import FORMAT_MAX_SIDE, check_output, plan_output
 from imaging.resize import ModelInputSpec
 
 RNG = np.random.default_rng(3)
@@ -55,7 +55,7 @@ def test_planned_size_matches_or_bounds_the_rendered_result(
 
 
 def test_ratio_bomb_is_refused_from_its_size() -> None:
-    options = RenderOptions.parse(ratio="1:10")
+    options = RenderOptions.parse({"ratio": "1:10"})
     planned = plan_output(5000, 500, options)
     assert planned == (5000, 50000)
     with pytest.raises(OutputTooLargeError, match="max_output_pixels"):
@@ -65,7 +65,7 @@ def test_ratio_bomb_is_refused_from_its_size() -> None:
 @pytest.mark.parametrize("fmt", list(OutputFormat))
 def test_each_format_side_limit(fmt: OutputFormat) -> None:
     style = "minimal" if fmt is OutputFormat.JPEG else None
-    options = RenderOptions.parse(style=style, fmt=fmt.value)
+    options = RenderOptions.parse({"style": style, "format": fmt.value})
     limit = FORMAT_MAX_SIDE[fmt]
     check_output((limit, 1), options, 10**9)
     with pytest.raises(OutputTooLargeError, match=str(limit)):

@@ -92,7 +92,8 @@ def test_bfloat16_on_cpu(lite_dir: Path) -> None:
         lite_dir, arch="birefnet-lite", resolution=RESOLUTION, device="cpu", dtype="bfloat16"
     )
     assert pred.dtype == torch.bfloat16
-    photos = _photos(["im_14.png", "horse.jpg"])
+    # One photo: bf16 is emulated (slow) on CPUs without native bf16, such as CI's.
+    photos = _photos(["im_14.png"])
     masks = pred.predict(photos)
     assert [m.shape for m in masks] == [p.shape[:2] for p in photos]
     assert all(m.dtype == np.uint8 for m in masks)

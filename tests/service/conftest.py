@@ -43,7 +43,12 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     home = root / "u2net-home"
     home.mkdir()
     shutil.copy(U2NETP, home / "u2netp.onnx")
-    return {"rmbg": rmbg, "u2net_home": home, "openvino_cache": root / "openvino"}
+    return {
+        "rmbg": rmbg,
+        "u2net_home": home,
+        "openvino_cache": root / "openvino",
+        "u2net_tuning": root / "tuning",
+    }
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +90,8 @@ def base_args(model_files: dict[str, Path]) -> dict[str, Any]:
         "rmbg_num_replicas": 1,
         # RMBG-2.0 on the CPU runs on OpenVINO (the default): converted once per session
         "rmbg_cache_dir": str(model_files["openvino_cache"]),
+        # U2-Net's runtime choice is measured once per session, then reused by every app
+        "u2net_tuning_cache_dir": str(model_files["u2net_tuning"]),
         "rmbg_batch_wait_timeout_s": 0.05,
         "u2net_model": "u2netp",
         "u2net_home": str(model_files["u2net_home"]),
@@ -201,3 +208,10 @@ def deployer(cluster: dict[str, str], base_args: dict[str, Any]) -> ServeDeploye
 @pytest.fixture(scope="session")
 def deploy(deployer: ServeDeployer) -> Callable[..., str]:
     return deployer.deploy
+
+
+@pytest.fixture(scope="session")
+def u2netp_app(deploy: Callable[..., str]) -> str:
+    """A U2-Net-only app on the real u2netp, shared by the modules that only need a mask
+    (one deployment for all of them, kept for the session)."""
+    return deploy("u2netp", model="u2net", u2net_model="u2netp")

@@ -186,7 +186,9 @@ def test_u2net_mode_deploys_no_rmbg_and_claims_no_gpu(deploy, deployer) -> None:
     # Nothing in this app holds a GPU share.
     from ray.util.state import list_actors
 
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, detail=True):
+    address = ray.get_runtime_context().gcs_address  # this session's cluster only
+    alive = [("state", "=", "ALIVE")]
+    for actor in list_actors(address=address, filters=alive, limit=1000, detail=True):
         if actor.name and actor.name.startswith("SERVE_REPLICA::u2net-only#"):
             assert not actor.required_resources.get("GPU"), actor
     deployer.delete("u2net-only")

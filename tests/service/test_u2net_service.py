@@ -26,9 +26,8 @@ PHOTOS = sorted(p for p in IMAGES.iterdir() if p.suffix in {".jpg", ".png"})
 
 
 @pytest.fixture(scope="module")
-def url(deploy, deployer) -> Iterator[str]:
-    yield deploy("u2netp", model="u2net", u2net_model="u2netp")
-    deployer.delete("u2netp")
+def url(u2netp_app: str) -> str:
+    return u2netp_app
 
 
 @pytest.fixture(scope="module")

@@ -31,11 +31,15 @@ def post_image(
     filename: str = "photo.jpg",
     timeout: float = 120,
     headers: dict[str, str] | None = None,
+    background: bytes | None = None,
     **fields: str,
 ) -> httpx.Response:
+    files = {"file": (filename, data, "application/octet-stream")}
+    if background is not None:
+        files["bg_image_file"] = ("background.jpg", background, "application/octet-stream")
     return httpx.post(
         f"{url}/api/v1/remove-background",
-        files={"file": (filename, data, "application/octet-stream")},
+        files=files,
         data=fields,
         headers=headers,
         timeout=timeout,

@@ -10,7 +10,9 @@ def replica_actor_names(app: str, deployment: str) -> list[str]:
     from ray.util.state import list_actors
 
     prefix = f"SERVE_REPLICA::{app}#{deployment}#"
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    # This test session's own cluster, never one another process started on the machine.
+    address = ray.get_runtime_context().gcs_address
+    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
     names = [a.name for a in actors if a.name and a.name.startswith(prefix)]
     assert names, f"no live replica actor named {prefix}*"
     return sorted(names)

@@ -1,4 +1,4 @@
-"""Model loading shared by the in-process scripts: RMBG-2.0 if it loads, U2-Net always.
+"""Model loading shared by the in-process benchmarks: RMBG-2.0 if it loads, U2-Net always.
 
 Like the service, a model that cannot load is reported with its typed reason,
 never replaced by something that pretends to be it.
@@ -7,16 +7,13 @@ never replaced by something that pretends to be it.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as `python scripts/<name>.py` from anywhere
-    sys.path.insert(0, str(ROOT))
+from deployments.model_replica import MaskPredictor
+from models.errors import ModelError
 
-from deployments.model_replica import MaskPredictor  # noqa: E402
-from models.errors import ModelError  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

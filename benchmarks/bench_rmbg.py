@@ -11,9 +11,9 @@ the parity tests: timings are then exact for the architecture, but precision
 figures are only indicative (real weights produce saturated masks).
 
 Examples:
-    python scripts/bench_rmbg.py --arch birefnet-lite --resolution 256     # CPU
-    python scripts/bench_rmbg.py --weights /models/rmbg-2.0                # GPU, 1024
-    python scripts/bench_rmbg.py --precision --arch birefnet-lite --resolution 256
+    python -m benchmarks.bench_rmbg --arch birefnet-lite --resolution 256     # CPU
+    python -m benchmarks.bench_rmbg --weights /models/rmbg-2.0                # GPU, 1024
+    python -m benchmarks.bench_rmbg --precision --arch birefnet-lite --resolution 256
 """
 
 from __future__ import annotations
@@ -31,14 +31,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.birefnet import BiRefNetConfig
+from models.rmbg import RMBGPredictor, resolve_device
+from models.rmbg_weights import build_birefnet, load_birefnet
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from models.birefnet import BiRefNetConfig  # noqa: E402
-from models.rmbg import RMBGPredictor, resolve_device  # noqa: E402
-from models.rmbg_weights import build_birefnet, load_birefnet  # noqa: E402
-
 DEFAULT_IMAGES = REPO / ".." / "shared" / "images"
 
 

@@ -13,8 +13,8 @@
 - Parity of every config with rembg: worst mean abs diff and worst share of
   pixels off by > 32 levels over all photos (tolerance 1.0 and 0.5%).
 
-usage: scripts/bench_u2net_model.py --home DIR [--model u2net] [--repeats 5] [--rounds 2]
-       [--json OUT]
+usage: .venv/bin/python -m benchmarks.bench_u2net_model --home DIR [--model u2net] [--repeats 5]
+       [--rounds 2] [--json OUT]
 """
 
 from __future__ import annotations
@@ -34,10 +34,6 @@ import numpy as np
 from PIL import Image
 
 from models.hardware import cpu_name
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from models.u2net import U2NetPredictor, default_threads, openvino_available
 from models.u2net_weights import resolve_u2net_weights
 

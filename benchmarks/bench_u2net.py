@@ -17,7 +17,7 @@ its own virtualenv (`--rembg-venv`, default .venv-rembg; created with
 Both servers read the weights from the same `U2NET_HOME`, fetched beforehand
 with `scripts/fetch_models.py`.
 
-usage: scripts/bench_u2net.py [--images DIR] [--model u2net] [--repeats 3]
+usage: .venv/bin/python -m benchmarks.bench_u2net [--images DIR] [--model u2net] [--repeats 3]
 """
 
 from __future__ import annotations

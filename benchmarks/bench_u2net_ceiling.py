@@ -5,7 +5,7 @@ Runs 8 inputs back to back through OpenVINO f32 on all cores, in latency mode
 (1 stream, what the service uses) and throughput mode (2 streams, 1 thread
 each, async queue). No HTTP server can serve more images per second than this.
 
-usage: scripts/bench_u2net_ceiling.py [--model PATH] [--rounds 2]
+usage: .venv/bin/python -m benchmarks.bench_u2net_ceiling [--model PATH] [--rounds 2]
 """
 
 from __future__ import annotations

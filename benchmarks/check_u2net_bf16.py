@@ -8,7 +8,7 @@ bf16 (with exact resizing) to the load-time selection for rembg's u2net; the
 selection then keeps it only where it measures faster. Run it on a CPU with
 native bf16: elsewhere OpenVINO runs f32 under a bf16 hint, and the script says so.
 
-usage: U2NET_HOME=~/.u2net .venv/bin/python scripts/check_u2net_bf16.py [--images DIR]
+usage: U2NET_HOME=~/.u2net .venv/bin/python -m benchmarks.check_u2net_bf16 [--images DIR]
 """
 
 from __future__ import annotations

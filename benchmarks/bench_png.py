@@ -8,7 +8,7 @@ with the input (exact for lossless); every figure comes from the same run, best 
 
 Encoders that are not installed are skipped, so the script runs with any subset:
 
-    .venv/bin/python scripts/bench_png.py [--image PATH] [--width 3333] [--repeat 3]
+    .venv/bin/python -m benchmarks.bench_png [--image PATH] [--width 3333] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from imaging.compose import cutout
 
+SHARED_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 Encoder = Callable[[np.ndarray], bytes]
 
 
@@ -190,7 +189,7 @@ def bench(name: str, enc: Encoder, a: np.ndarray, repeat: int, exact: bool) -> t
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--image", type=Path, default=Path("/work/shared/images/bike.jpg"))
+    ap.add_argument("--image", type=Path, default=SHARED_IMAGES / "bike.jpg")
     ap.add_argument("--width", type=int, default=3333, help="upscale the photo to this width")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--mask", choices=["subject", "dense"], action="append")

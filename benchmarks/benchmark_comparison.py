@@ -6,7 +6,7 @@ original, U2-Net cut-out, RMBG-2.0 cut-out, on a checkerboard), each cut-out,
 and `timings.md`. RMBG-2.0 runs when its weights load (`--rmbg-path` or the
 hub); otherwise its column says why. Runs in-process and offline.
 
-usage: scripts/benchmark_comparison.py FOLDER [--count 5] [--rmbg-path DIR]
+usage: .venv/bin/python -m benchmarks.benchmark_comparison FOLDER [--count 5] [--rmbg-path DIR]
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _models import ROOT, add_model_arguments, load_rmbg, load_u2net
 from PIL import Image, ImageDraw
 
+from benchmarks.model_loading import ROOT, add_model_arguments, load_rmbg, load_u2net
 from imaging.compose import cutout
 from imaging.decode import decode_image
 from imaging.encode import encode_png

@@ -1,0 +1,145 @@
+"""The model tiers: each one's name, load config, predictor and model input, in one table.
+
+Everything that runs a model (the service's replica groups, the CLI in-process, batch
+jobs) looks a tier up here and builds its predictor with `load_predictor`, so they load
+the same weights the same way. A tier's load config is a frozen dataclass whose fields are
+its loader's arguments; the service builds it from its settings, the CLI from its flags.
+Adding a tier is its model module plus one `ModelTier` entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from imaging.resize import ModelInputSpec
+
+
+class MaskPredictor(Protocol):
+    """What every tier's predictor offers: RGB uint8 images in, uint8 alpha masks out, each
+    at its image's size (however the model resizes inside)."""
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class RMBGLoadConfig:
+    """What RMBG-2.0 needs to load; `models.rmbg.load_rmbg_predictor`'s arguments."""
+
+    source: str
+    arch: str = "rmbg-2.0"
+    resolution: int = 1024
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    revision: str | None = None
+    runtime: str = "auto"
+    cache_dir: str | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class U2NetLoadConfig:
+    """What U2-Net needs to load; `models.u2net.U2NetPredictor.load`'s arguments."""
+
+    model_name: str = "u2net"
+    path: str | None = None
+    home: str | None = None
+    runtime: str = "auto"
+    threads: int | None = None
+    allow_download: bool = True
+    precision: str = "auto"
+    resize: str = "auto"
+    tuning_cache_dir: str | None = None
+
+
+def _load_rmbg(config: RMBGLoadConfig) -> MaskPredictor:
+    from models.rmbg import load_rmbg_predictor
+
+    predictor = load_rmbg_predictor(**asdict(config))
+    predictor.warmup(1)
+    return predictor
+
+
+def _load_u2net(config: U2NetLoadConfig) -> MaskPredictor:
+    from models.u2net import U2NetPredictor
+
+    return U2NetPredictor.load(**asdict(config))
+
+
+def _rmbg_input(config: RMBGLoadConfig, predictor: MaskPredictor) -> ModelInputSpec:
+    r = config.resolution
+    return ModelInputSpec(width=r, height=r, downscale="bilinear", upscale="bilinear")
+
+
+def _u2net_input(config: U2NetLoadConfig, predictor: Any) -> ModelInputSpec:
+    from PIL import Image
+
+    from models.u2net import resize_filters
+
+    info = predictor.info
+    reducing_gap, upscale = resize_filters(info.resize)
+    return ModelInputSpec(
+        width=info.input_size[0],
+        height=info.input_size[1],
+        downscale=Image.Resampling.LANCZOS.name.lower(),
+        reducing_gap=reducing_gap,
+        upscale=Image.Resampling(upscale).name.lower(),
+    )
+
+
+@dataclass(frozen=True)
+class ModelTier:
+    """One model tier: what `X-Model-Used` says, where it runs, how it loads."""
+
+    name: str
+    #: the Serve deployment of its replica group
+    deployment: str
+    summary: str
+    config_type: type
+    load: Callable[[Any], MaskPredictor]
+    #: the input the model works at, known once loaded (the service sends no more)
+    input_size: Callable[[Any, Any], ModelInputSpec]
+
+
+RMBG = "rmbg-2.0"
+U2NET = "u2net"
+
+TIERS: dict[str, ModelTier] = {
+    RMBG: ModelTier(
+        name=RMBG,
+        deployment="RMBG2",
+        summary="BRIA RMBG-2.0 (BiRefNet): the best cut-outs; GPUs, or OpenVINO on CPUs.",
+        config_type=RMBGLoadConfig,
+        load=_load_rmbg,
+        input_size=_rmbg_input,
+    ),
+    U2NET: ModelTier(
+        name=U2NET,
+        deployment="U2Net",
+        summary="rembg's U2-Net models on OpenVINO or ONNX Runtime: fast on CPUs, the fallback.",
+        config_type=U2NetLoadConfig,
+        load=_load_u2net,
+        input_size=_u2net_input,
+    ),
+}
+
+
+def get_tier(name: str) -> ModelTier:
+    """The tier called ``name``; ValueError naming the known ones otherwise."""
+    try:
+        return TIERS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}: known models are {', '.join(TIERS)}") from None
+
+
+def load_predictor(name: str, config: Any) -> MaskPredictor:
+    """Build tier ``name``'s predictor from its load config (weights resolved, runtime
+    chosen, warmed up); raises the typed errors of `models.errors`."""
+    tier = get_tier(name)
+    if not isinstance(config, tier.config_type):
+        raise TypeError(f"{name} loads from a {tier.config_type.__name__}, got {config!r}")
+    return tier.load(config)
