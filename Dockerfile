@@ -20,6 +20,7 @@ COPY --chown=ray:users pyproject.toml constraints.txt README.md ./
 COPY --chown=ray:users models ./models
 COPY --chown=ray:users deployments ./deployments
 COPY --chown=ray:users imaging ./imaging
+COPY --chown=ray:users bgremove ./bgremove
 RUN pip install -c constraints.txt .
 
 COPY --chown=ray:users configs ./configs

@@ -1,0 +1,734 @@
+"""``bgremove batch SRC DST``: a catalogue job on Ray Data, over folders and S3 prefixes.
+
+The same decoding, limits, models, fallback and output options as the service, run as a
+streaming Ray Data pipeline (`bgremove.batch_stages`): decode in tasks, masks in actor pools
+(RMBG-2.0 on GPUs when the cluster has them, U2-Net on CPUs, U2-Net again for any image
+RMBG-2.0 could not do), compose + encode + write in tasks. SRC and DST are local folders or
+``s3://bucket/prefix`` (`bgremove.storage`); DST gets the outputs under the inputs' relative
+paths, a manifest and a summary (`bgremove.manifest`), so a second run only does what the
+first did not.
+
+Where it runs: ``ray.init()`` connects to RAY_ADDRESS when set (``ray job submit``, KubeRay's
+RayJob), else to a cluster started on this machine, else starts one here; nothing else
+changes. Resources per stage are `BatchSettings` (BG_REMOVAL_BATCH_* variables, or flags);
+the models and limits are the service's own settings (BG_REMOVAL_* variables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bgremove.errors import SetupError, UsageError
+from bgremove.flags import SUFFIXES, add_option_flags, option_fields
+from bgremove.folder import IMAGE_SUFFIXES
+from bgremove.manifest import (
+    MANIFEST,
+    STATE_DIR,
+    SUMMARY,
+    Manifest,
+    Record,
+    is_done,
+    is_known_bad,
+    options_fingerprint,
+)
+from bgremove.storage import FileEntry, S3Config, open_location
+from deployments.settings import ServiceSettings
+from imaging.errors import InvalidOptionError
+from imaging.options import RenderOptions
+from imaging.pipeline import Limits
+from imaging.presets import load_presets, preset_fields
+from imaging.resize import ModelInputSpec
+from models.registry import RMBG, U2NET, get_tier
+
+log = logging.getLogger(__name__)
+
+#: order of the per-image steps in reports
+STEPS = (
+    "read",
+    "decode",
+    "to_input",
+    "mask",
+    "redecode",
+    "to_size",
+    "compose",
+    "encode",
+    "write",
+)
+#: rows of the input list per block: enough blocks to spread, few enough to track cheaply
+MAX_BLOCKS = 5000
+#: most of the cluster's CPUs the U2-Net pool may hold as the primary model / as fallback
+MASK_CPU_SHARE = 0.75
+FALLBACK_CPU_SHARE = 1 / 16
+#: a decode task's own memory besides the photo (interpreter, libraries, the batch)
+DECODE_BASE_MEMORY = 256 * 1024**2
+#: a finish task's memory: the service ingress's rule for one request
+#: (`deployments.app.INGRESS_BASE_MEMORY`, `INGRESS_BYTES_PER_BUDGET_PIXEL`, kept equal by a
+#: test; not imported, which would load Ray Serve into the job's driver)
+FINISH_BASE_MEMORY = 512 * 1024**2
+FINISH_BYTES_PER_PIXEL = 20
+
+
+class BatchSettings(BaseSettings):
+    """The job's own settings: resources per stage, resume, where Ray and S3 are.
+
+    Read once (BG_REMOVAL_BATCH_* variables; the S3 ones also from the usual AWS_*
+    names), flags on top, then passed to the stages. Defaults are safe on a laptop and
+    scale with the cluster: actor pools grow from one actor up to their maximum as Ray Data
+    sees work queue up.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="BG_REMOVAL_BATCH_", extra="forbid", frozen=True, populate_by_name=True
+    )
+
+    model: Literal["auto", "rmbg-2.0", "u2net"] = Field(
+        "auto", description="auto: RMBG-2.0 when the cluster has GPUs, else U2-Net."
+    )
+    decode_num_cpus: float = Field(1.0, gt=0, description="CPUs per read + decode task.")
+    finish_num_cpus: float = Field(1.0, gt=0, description="CPUs per compose + encode + write task.")
+    io_batch_size: int = Field(4, ge=1, le=256, description="Images per decode/finish call.")
+    decode_memory_mb: int | None = Field(
+        None, ge=1, description="Memory per decode task; None: one photo at the pixel limit."
+    )
+    finish_memory_mb: int | None = Field(
+        None, ge=1, description="Memory per finish task; None: as the service's ingress."
+    )
+    u2net_num_cpus: float = Field(1.0, gt=0, description="CPUs per U2-Net actor (its threads).")
+    u2net_actors: int | None = Field(
+        None,
+        ge=1,
+        description="Most U2-Net actors; None: 3/4 of the cluster's CPUs (1/16 "
+        "as RMBG-2.0's fallback), as many as the job starts with.",
+    )
+    u2net_batch_size: int = Field(8, ge=1, le=256, description="Images per U2-Net call.")
+    rmbg_num_gpus: float | None = Field(
+        None, ge=0, description="GPUs per RMBG-2.0 actor; None: 1 with GPUs, else 0 (CPU)."
+    )
+    rmbg_num_cpus: float = Field(1.0, gt=0, description="CPUs per RMBG-2.0 actor.")
+    rmbg_actors: int | None = Field(
+        None,
+        ge=1,
+        description="Most RMBG-2.0 actors; None: one per GPU share the job starts with "
+        "(1 on CPUs).",
+    )
+    rmbg_batch_size: int = Field(8, ge=1, le=256, description="Images per RMBG-2.0 call.")
+    retry_failed: bool = Field(
+        False, description="Retry inputs that failed for a reason of their own before."
+    )
+    manifest_flush_s: float = Field(
+        30.0, gt=0, description="Manifest records reach DST at least this often."
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster; None: RAY_ADDRESS, else a local one ('local': new)."
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("BG_REMOVAL_BATCH_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+        description="S3-compatible endpoint, e.g. http://minio:9000.",
+    )
+    s3_region: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "BG_REMOVAL_BATCH_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"
+        ),
+    )
+    s3_access_key_id: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("BG_REMOVAL_BATCH_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "BG_REMOVAL_BATCH_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"
+        ),
+    )
+    s3_session_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("BG_REMOVAL_BATCH_S3_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
+    )
+
+    def decode_memory(self, limits: Limits) -> int:
+        """Bytes Ray reserves per decode task: the photo it decodes at a time (3 bytes per
+        pixel, at the service's pixel limit), plus the worker's own."""
+        if self.decode_memory_mb is not None:
+            return self.decode_memory_mb * 1024**2
+        return DECODE_BASE_MEMORY + 3 * limits.max_pixels
+
+    def finish_memory(self, limits: Limits) -> int:
+        """Bytes Ray reserves per finish task: what the service's ingress reserves for the
+        largest request (decoded photo, mask, edge refinement, canvas, encoder)."""
+        if self.finish_memory_mb is not None:
+            return self.finish_memory_mb * 1024**2
+        pixels = limits.max_pixels + limits.max_output_pixels
+        return FINISH_BASE_MEMORY + FINISH_BYTES_PER_PIXEL * pixels
+
+    def s3(self) -> S3Config:
+        return S3Config(
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+            session_token=self.s3_session_token,
+        )
+
+
+@dataclass(frozen=True)
+class ModelStage:
+    """One model tier of the job and the actor pool that runs it."""
+
+    tier: str
+    config: Any
+    spec: ModelInputSpec
+    num_cpus: float
+    num_gpus: float
+    max_actors: int
+    batch_size: int
+
+
+@dataclass
+class BatchSummary:
+    """What one run did: counts, time, per-step costs; `summary.json` in DST."""
+
+    run_id: str
+    src: str
+    dst: str
+    #: images found in SRC
+    listed: int = 0
+    #: files in SRC without an image extension
+    ignored: int = 0
+    #: images whose output is in DST from an earlier run
+    skipped_done: int = 0
+    #: images that failed before for a reason of their own (see --retry-failed)
+    skipped_failed: int = 0
+    #: images this run worked on (succeeded + failed)
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    fallbacks: int = 0
+    models: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    #: (input, code, message) of the first failures
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+    #: per-step milliseconds summed over this run's successful images
+    step_ms: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+    interrupted: bool = False
+    #: model tier -> Ray resources of its actors, as planned
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.succeeded / self.wall_s if self.wall_s > 0 else 0.0
+
+    def add(self, record: Record) -> None:
+        self.processed += 1
+        if record.status == "ok":
+            self.succeeded += 1
+            if record.model:
+                self.models[record.model] = self.models.get(record.model, 0) + 1
+            self.fallbacks += record.fallback_reason is not None
+            for step, ms in record.timings_ms.items():
+                self.step_ms[step] = self.step_ms.get(step, 0.0) + ms
+        else:
+            self.failed += 1
+            code = record.error_code or "failed"
+            self.errors[code] = self.errors.get(code, 0) + 1
+            if len(self.failures) < 50:
+                self.failures.append((record.input, code, record.error or ""))
+
+    def exit_status(self) -> int:
+        """0: all done, 1: some input failed (the others were processed), 130: interrupted."""
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "images_per_s": self.images_per_s}
+
+    def report(self, out: TextIO) -> None:
+        """A few lines for a person at the end of the run."""
+        rate = f", {self.images_per_s:.2f} images/s" if self.succeeded else ""
+        lines = [
+            f"batch {self.run_id}: {self.listed} image(s) in {self.src}: processed "
+            f"{self.processed} ({self.succeeded} ok, {self.failed} failed), skipped "
+            f"{self.skipped_done} done before and {self.skipped_failed} failed before; "
+            f"{self.wall_s:.1f} s{rate}" + (" - interrupted" if self.interrupted else "")
+        ]
+        if self.models:
+            models = ", ".join(f"{m} {n}" for m, n in sorted(self.models.items()))
+            lines.append(f"models: {models} ({self.fallbacks} by fallback)")
+        if self.succeeded:
+            steps = ", ".join(
+                f"{s} {self.step_ms[s] / self.succeeded:.0f}" for s in STEPS if s in self.step_ms
+            )
+            lines.append(f"per image, mean ms: {steps}")
+        if self.ignored:
+            lines.append(f"ignored: {self.ignored} file(s) without an image extension")
+        for name, code, message in self.failures[:20]:
+            lines.append(f"  failed: {name}: [{code}] {message}")
+        lines.append(f"manifest: {self.dst.rstrip('/')}/{MANIFEST}")
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across concurrent runs."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def output_name(rel: str, suffix: str) -> str:
+    """``a/b.jpg`` -> ``a/b.png``: the input's relative path, the output format's extension."""
+    stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
+    return stem + suffix
+
+
+@dataclass
+class Plan:
+    """The inputs to process, and records for those failed without any work (collisions)."""
+
+    todo: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[Record] = field(default_factory=list)
+
+
+def plan_work(
+    sources: list[FileEntry],
+    dst_files: list[FileEntry],
+    latest: Mapping[str, Record],
+    *,
+    suffix: str,
+    fingerprint: str,
+    retry_failed: bool,
+    run_id: str,
+    summary: BatchSummary,
+) -> Plan:
+    """Which inputs this run does: not done before, not known bad, output names unique."""
+    outputs = {e.rel: e.size for e in dst_files}
+    plan = Plan()
+    claimed: dict[str, str] = {}
+    for source in sorted(sources, key=lambda e: e.rel):
+        if Path(source.rel).suffix.lower() not in IMAGE_SUFFIXES:
+            summary.ignored += 1
+            continue
+        summary.listed += 1
+        record = latest.get(source.rel)
+        if is_done(record, source, fingerprint, outputs):
+            summary.skipped_done += 1
+            continue
+        if not retry_failed and is_known_bad(record, source, fingerprint):
+            summary.skipped_failed += 1
+            continue
+        target = output_name(source.rel, suffix)
+        owner = claimed.setdefault(target, source.rel)
+        if owner != source.rel:  # a.jpg and a.png would both write a.png
+            plan.refused.append(
+                Record(
+                    input=source.rel,
+                    output=None,
+                    status="failed",
+                    error_code="collision",
+                    error=f"its output {target} is {owner}'s; rename one of them",
+                    input_bytes=source.size,
+                    input_mtime=source.mtime,
+                    options=fingerprint,
+                    run_id=run_id,
+                    finished_at=time.time(),
+                )
+            )
+            continue
+        plan.todo.append(
+            {
+                "input": source.rel,
+                "output": target,
+                "input_bytes": source.size,
+                "input_mtime": source.mtime,
+            }
+        )
+    return plan
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Use the Ray this process is connected to, else ``ray.init(address)`` (None: Ray's
+    rule: RAY_ADDRESS, a cluster started on this machine, else a new local one), shut down
+    after if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=address)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def model_stages(
+    settings: BatchSettings, service: ServiceSettings, resources: Mapping[str, float]
+) -> list[ModelStage]:
+    """The model tiers to try, in order, with their actors' resources and input sizes.
+
+    Needs Ray: U2-Net's input (and the runtime its load picks) is learnt by loading it once
+    in a task, on a worker like the actors' (`batch_stages.resolve_u2net`).
+    """
+    import ray
+    from ray.exceptions import RayTaskError
+
+    from bgremove.batch_stages import resolve_u2net
+
+    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    primary = settings.model if settings.model != "auto" else (RMBG if gpus > 0 else U2NET)
+    stages: list[ModelStage] = []
+    if primary == RMBG:
+        num_gpus = settings.rmbg_num_gpus
+        if num_gpus is None:
+            num_gpus = 1.0 if gpus > 0 else 0.0
+        if num_gpus == 0 and service.device == "cuda":
+            raise UsageError(
+                "BG_REMOVAL_DEVICE=cuda but RMBG-2.0's actors get no GPU (the cluster has "
+                f"{gpus:g}, --rmbg-gpus {num_gpus:g})",
+                code="resources",
+            )
+        if num_gpus > gpus:
+            raise UsageError(
+                f"each RMBG-2.0 actor asks for {num_gpus:g} GPU(s) but the cluster has "
+                f"{gpus:g}; set --rmbg-gpus 0 to run it on CPUs, or --model u2net",
+                code="resources",
+            )
+        config = replace(
+            service.rmbg_load_config(),
+            device=service.device if num_gpus > 0 else "cpu",
+            threads=service.rmbg_threads or max(1, math.ceil(settings.rmbg_num_cpus)),
+        )
+        actors = settings.rmbg_actors or (max(1, int(gpus // num_gpus)) if num_gpus else 1)
+        stages.append(
+            ModelStage(
+                RMBG,
+                config,
+                get_tier(RMBG).input_size(config, None),  # config-only: its resolution
+                settings.rmbg_num_cpus,
+                num_gpus,
+                actors,
+                settings.rmbg_batch_size,
+            )
+        )
+    if primary == U2NET or service.fallback:
+        config = replace(
+            service.u2net_load_config(),
+            threads=service.u2net_threads or max(1, math.ceil(settings.u2net_num_cpus)),
+        )
+        probe = ray.remote(resolve_u2net).options(num_cpus=settings.u2net_num_cpus)
+        try:
+            spec, pinned = ray.get(probe.remote(config))
+        except RayTaskError as exc:
+            cause = exc.cause if exc.cause is not None else exc
+            raise SetupError(f"U2-Net cannot load: {cause}", code="model_unavailable") from None
+        # the most actors Ray Data may grow the pool to (it grows while work queues up):
+        # U2-Net's mask is ~3/4 of an image's CPU time (u2net, marketplace preset, measured in
+        # benchmarks/bench_batch.py); as the fallback it should rarely have work
+        share = MASK_CPU_SHARE if primary == U2NET else FALLBACK_CPU_SHARE
+        actors = settings.u2net_actors or max(1, int(cpus * share / settings.u2net_num_cpus))
+        stages.append(
+            ModelStage(
+                U2NET,
+                pinned,
+                spec,
+                settings.u2net_num_cpus,
+                0.0,
+                actors,
+                settings.u2net_batch_size,
+            )
+        )
+    return stages
+
+
+def fit_memory(requested: int, node_memory: list[float], stage: str) -> int:
+    """A reservation no node can hold would leave the stage's tasks waiting forever: cap it
+    at half the largest node's memory (logged: lower the pixel limits instead)."""
+    largest = max(node_memory, default=0.0)
+    if largest and requested > largest / 2:
+        log.warning(
+            "%s tasks would reserve %.1f GiB (the pixel limits' worst case) but the largest "
+            "node has %.1f GiB for Ray: reserving half of it; lower BG_REMOVAL_MAX_PIXELS / "
+            "BG_REMOVAL_MAX_OUTPUT_PIXELS or set the stage's memory to be exact",
+            stage,
+            requested / 1024**3,
+            largest / 1024**3,
+        )
+        return int(largest / 2)
+    return requested
+
+
+def _execute(
+    plan: Plan,
+    ctx_args: dict[str, Any],
+    settings: BatchSettings,
+    service: ServiceSettings,
+    manifest: Manifest,
+    summary: BatchSummary,
+) -> None:
+    """Build the Ray Data pipeline and stream its records into the manifest."""
+    import ray
+    import ray.data
+
+    from bgremove.batch_stages import (
+        MaskStage,
+        StageContext,
+        decode_batch,
+        finish_batch,
+    )
+
+    stages = model_stages(settings, service, ray.cluster_resources())
+    nodes = [n["Resources"].get("memory", 0.0) for n in ray.nodes() if n.get("Alive")]
+    limits: Limits = ctx_args["limits"]
+    decode_memory = fit_memory(settings.decode_memory(limits), nodes, "decode")
+    finish_memory = fit_memory(settings.finish_memory(limits), nodes, "finish")
+    summary.stages = {
+        s.tier: {"num_cpus": s.num_cpus, "num_gpus": s.num_gpus, "max_actors": s.max_actors}
+        for s in stages
+    }
+    ctx = StageContext(specs={s.tier: s.spec for s in stages}, **ctx_args)
+    blocks = min(MAX_BLOCKS, max(1, math.ceil(len(plan.todo) / settings.io_batch_size)))
+    ds = ray.data.from_items(plan.todo, override_num_blocks=blocks)
+    ds = ds.map_batches(
+        decode_batch,
+        batch_format="pyarrow",
+        batch_size=settings.io_batch_size,
+        num_cpus=settings.decode_num_cpus,
+        # a reservation of its own also keeps Ray Data from fusing the decode into the
+        # model actors (it fuses stages whose resources match): decoding there would run on
+        # the actors' CPUs, one image at a time per actor, while a GPU waits
+        memory=decode_memory,
+        fn_kwargs={"ctx": ctx},
+    )
+    for i, stage in enumerate(stages):
+        ds = ds.map_batches(
+            MaskStage,
+            batch_format="pyarrow",
+            batch_size=stage.batch_size,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=stage.max_actors),
+            num_cpus=stage.num_cpus,
+            num_gpus=stage.num_gpus,
+            fn_constructor_kwargs={
+                "tier": stage.tier,
+                "config": stage.config,
+                "spec": stage.spec,
+                "last": i == len(stages) - 1,
+            },
+        )
+    ds = ds.map_batches(
+        finish_batch,
+        batch_format="pyarrow",
+        batch_size=settings.io_batch_size,
+        num_cpus=settings.finish_num_cpus,
+        memory=finish_memory,
+        fn_kwargs={"ctx": ctx},
+    )
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        records = [Record.model_validate_json(s) for s in batch.column("record").to_pylist()]
+        manifest.add(records)
+        for record in records:
+            summary.add(record)
+
+
+def run_batch(
+    src: str,
+    dst: str,
+    options_fields: Mapping[str, str] | None = None,
+    settings: BatchSettings | None = None,
+    service: ServiceSettings | None = None,
+    *,
+    bg_image: str | Path | None = None,
+    out: TextIO | None = None,
+) -> BatchSummary:
+    """Process every image under ``src`` not yet done into ``dst``; see the module's doc.
+
+    ``options_fields``: the API's option fields as text (``{"preset": "marketplace-white"}``);
+    ``settings``/``service``: default to the BG_REMOVAL_BATCH_* / BG_REMOVAL_* variables;
+    ``out``: where the closing report goes (None: nowhere). Raises `UsageError` (bad
+    arguments, options) or `SetupError` (storage, models) before any input is processed;
+    a bad input is a failed record, never an exception.
+    """
+    started = time.perf_counter()
+    settings = settings or BatchSettings()
+    service = service or ServiceSettings()
+    run_id = new_run_id()
+    background = _read_background(bg_image)
+    try:
+        presets = preset_fields(load_presets(service.presets_file))
+        options = RenderOptions.parse(
+            dict(options_fields or {}), presets=presets, bg_image=background is not None
+        )
+    except InvalidOptionError as exc:
+        raise UsageError(exc.message, code=exc.code) from None
+    limits = Limits(service.max_upload_bytes, service.max_pixels, service.max_output_pixels)
+    fingerprint = options_fingerprint(options, limits, background)
+    s3 = settings.s3()
+    source, target = open_location(src, s3), open_location(dst, s3)
+    if source.relative_to(target) is not None or (
+        type(source.fs) is type(target.fs) and source.root == target.root
+    ):
+        raise UsageError(f"SRC {src} must not be DST or lie inside it", code="location")
+    if not source.exists():
+        raise UsageError(f"SRC {src} does not exist (or holds nothing)", code="location")
+    summary = BatchSummary(run_id=run_id, src=source.uri, dst=target.uri)
+    dst_files = list(target.list_files())
+    sources = list(source.list_files(exclude=target.relative_to(source)))
+    manifest = Manifest(target, run_id, flush_s=settings.manifest_flush_s)
+    latest = manifest.load(dst_files)
+    plan = plan_work(
+        sources,
+        [e for e in dst_files if not e.rel.startswith(STATE_DIR + "/")],
+        latest,
+        suffix=SUFFIXES[options.fmt],
+        fingerprint=fingerprint,
+        retry_failed=settings.retry_failed,
+        run_id=run_id,
+        summary=summary,
+    )
+    ctx_args = {
+        "src": source,
+        "dst": target,
+        "options": options,
+        "limits": limits,
+        "background": background,
+        "fingerprint": fingerprint,
+        "run_id": run_id,
+    }
+    try:
+        manifest.add(plan.refused)
+        for record in plan.refused:
+            summary.add(record)
+        if plan.todo:
+            with ray_session(settings.ray_address):
+                _execute(plan, ctx_args, settings, service, manifest, summary)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        manifest.close()
+        summary.wall_s = time.perf_counter() - started
+        body = json.dumps(summary.as_dict(), indent=2).encode()
+        target.write(SUMMARY, body, "application/json")
+        target.write(f"{STATE_DIR}/runs/{run_id}.json", body, "application/json")
+    if out is not None:
+        summary.report(out)
+    return summary
+
+
+def _read_background(path: str | Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read --bg-image {path}: {exc}", code="bg_image") from None
+
+
+# -- the subcommand -------------------------------------------------------------------------
+
+#: flag -> (BatchSettings field, argparse keywords)
+_JOB_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "--model": ("model", {"choices": ["auto", RMBG, U2NET]}),
+    "--decode-cpus": ("decode_num_cpus", {"type": float, "metavar": "N"}),
+    "--finish-cpus": ("finish_num_cpus", {"type": float, "metavar": "N"}),
+    "--io-batch-size": ("io_batch_size", {"type": int, "metavar": "N"}),
+    "--decode-memory-mb": ("decode_memory_mb", {"type": int, "metavar": "MB"}),
+    "--finish-memory-mb": ("finish_memory_mb", {"type": int, "metavar": "MB"}),
+    "--u2net-actors": ("u2net_actors", {"type": int, "metavar": "N"}),
+    "--u2net-cpus": ("u2net_num_cpus", {"type": float, "metavar": "N"}),
+    "--u2net-batch-size": ("u2net_batch_size", {"type": int, "metavar": "N"}),
+    "--rmbg-actors": ("rmbg_actors", {"type": int, "metavar": "N"}),
+    "--rmbg-gpus": ("rmbg_num_gpus", {"type": float, "metavar": "N"}),
+    "--rmbg-cpus": ("rmbg_num_cpus", {"type": float, "metavar": "N"}),
+    "--rmbg-batch-size": ("rmbg_batch_size", {"type": int, "metavar": "N"}),
+    "--retry-failed": ("retry_failed", {"action": "store_const", "const": True}),
+    "--manifest-flush-s": ("manifest_flush_s", {"type": float, "metavar": "SECONDS"}),
+    "--ray-address": ("ray_address", {"metavar": "ADDRESS"}),
+}
+_S3_FLAGS: dict[str, tuple[str, str]] = {
+    "--s3-endpoint-url": ("s3_endpoint_url", "AWS_ENDPOINT_URL"),
+    "--s3-region": ("s3_region", "AWS_REGION"),
+    "--s3-access-key-id": ("s3_access_key_id", "AWS_ACCESS_KEY_ID"),
+    "--s3-secret-access-key": ("s3_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+}
+
+DESCRIPTION = """\
+Remove the background of every image under SRC into DST with Ray Data: the service's
+decoding, limits, models (RMBG-2.0 on GPUs when the cluster has them, U2-Net on CPUs, U2-Net
+for any image RMBG-2.0 cannot do) and output options. SRC and DST are folders or
+s3://bucket/prefix. DST gets each result under its input's relative path with the output
+format's extension, manifest.jsonl (one record per input) and summary.json. Running again
+skips what is done; bad inputs are recorded, the job goes on (exit status 1).
+
+Runs on a local Ray (started here) or on the cluster of RAY_ADDRESS (ray job submit).
+Settings: BG_REMOVAL_BATCH_* variables or the flags below; models and limits: the service's
+BG_REMOVAL_* variables; S3: AWS_* variables or the --s3-* flags.
+
+examples:
+  bgremove batch photos/ cutouts/ --preset marketplace-white
+  bgremove batch s3://my-bucket/photos s3://my-bucket/cutouts --format webp
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``batch`` with its arguments, the API's option flags and the job's."""
+    parser = subparsers.add_parser(
+        "batch",
+        help="a catalogue job on Ray Data: folders or S3 prefixes, resumable",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("src", metavar="SRC", help="input folder or s3://bucket/prefix")
+    parser.add_argument("dst", metavar="DST", help="output folder or s3://bucket/prefix")
+    add_option_flags(parser)
+    fields = BatchSettings.model_fields
+    job = parser.add_argument_group("job resources and resume (BG_REMOVAL_BATCH_* variables)")
+    for flag, (name, kwargs) in _JOB_FLAGS.items():
+        job.add_argument(flag, dest=name, default=None, help=fields[name].description, **kwargs)
+    s3 = parser.add_argument_group("S3 (default: the AWS_* variables, then ~/.aws, IAM roles)")
+    for flag, (name, env) in _S3_FLAGS.items():
+        s3.add_argument(flag, dest=name, default=None, metavar="VALUE", help=f"default: ${env}")
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> BatchSettings:
+    """`BatchSettings` from the environment, with the flags that were given on top."""
+    names = [name for name, _ in _JOB_FLAGS.values()] + [n for n, _ in _S3_FLAGS.values()]
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    try:
+        return BatchSettings(**given)
+    except ValidationError as exc:
+        raise UsageError(f"invalid batch settings: {exc}", code="settings") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``batch`` subcommand: run the job, print its summary, return the exit status."""
+    settings = settings_from_args(args)
+    try:
+        service = ServiceSettings()
+    except ValidationError as exc:
+        raise SetupError(f"invalid BG_REMOVAL_* settings: {exc}", code="settings") from None
+    summary = run_batch(
+        args.src,
+        args.dst,
+        option_fields(args),
+        settings,
+        service,
+        bg_image=args.bg_image,
+        out=sys.stdout,
+    )
+    return summary.exit_status()
