@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,24 +53,6 @@ class AsyncMasker(Protocol):
     """`Masker`, awaited (the service's model groups)."""
 
     def __call__(self, rgb: np.ndarray) -> Awaitable[MaskOutcome]: ...
-
-
-class Predicts(Protocol):
-    """A model predictor (`models.registry.MaskPredictor`): images in, masks at their sizes."""
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]: ...
-
-
-@dataclass(frozen=True)
-class PredictorMasker:
-    """A `Masker` over an in-process predictor (the CLI, batch jobs): one image per call,
-    reported under the model tier's name."""
-
-    predictor: Predicts
-    model: str
-
-    def __call__(self, rgb: np.ndarray) -> MaskOutcome:
-        return MaskOutcome(self.predictor.predict([rgb])[0], self.model)
 
 
 #: Called before each image is decoded (its header read, the output budget passed) with the
