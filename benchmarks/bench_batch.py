@@ -43,7 +43,7 @@ from bgremove.manifest import SUMMARY
 from bgremove.storage import open_location
 from deployments.settings import ServiceSettings
 from imaging.options import RenderOptions
-from imaging.pipeline import Limits, MaskOutcome, decode_for, finish
+from imaging.pipeline import MaskOutcome, decode_for, finish
 from imaging.presets import load_presets, preset_fields
 from models.hardware import cpu_name, usable_cpus
 from models.registry import RMBG, U2NET, get_tier, load_predictor
@@ -114,7 +114,7 @@ def measure_costs(
     folder: Path, classes: dict[str, str], options: RenderOptions, service: ServiceSettings
 ) -> tuple[Costs, str]:
     """Per-step ms, one image at a time, with the job's functions and U2-Net at 1 thread."""
-    limits = Limits(service.max_upload_bytes, service.max_pixels, service.max_output_pixels)
+    limits = service.limits()
     config = replace(service.u2net_load_config(), threads=1)
     spec_u2, pinned = resolve_u2net(config)
     predictor: Any = load_predictor(U2NET, pinned)

@@ -575,7 +575,7 @@ def run_batch(
         )
     except InvalidOptionError as exc:
         raise UsageError(exc.message, code=exc.code) from None
-    limits = Limits(service.max_upload_bytes, service.max_pixels, service.max_output_pixels)
+    limits = service.limits()
     fingerprint = options_fingerprint(options, limits, background)
     s3 = settings.s3()
     source, target = open_location(src, s3), open_location(dst, s3)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bgremove.errors import SetupError, UsageError
 from bgremove.flags import API_KEY_ENV, ResolvedOptions, option_fields, resolve_options
-from bgremove.local import LocalRemover, cli_settings, limits_of, load_masker
+from bgremove.local import LocalRemover, cli_settings, load_masker
 from bgremove.remote import RemoteRemover
 from bgremove.remover import Remover
 from deployments.settings import ServiceSettings
@@ -70,7 +70,7 @@ class Prepared:
         assert self.resolved.options is not None
         masker = load_masker(self.settings)
         remover = LocalRemover(
-            masker, self.resolved.options, limits_of(self.settings), self.background
+            masker, self.resolved.options, self.settings.limits(), self.background
         )
         yield Engine(remover, f"{masker.model}, in-process")
 

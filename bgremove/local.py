@@ -60,11 +60,6 @@ def cli_settings(model: str | None = None, threads: int | None = None) -> Servic
     return settings.model_copy(update=update) if update else settings
 
 
-def limits_of(settings: ServiceSettings) -> Limits:
-    """The service's per-request limits, so the CLI refuses what the service refuses."""
-    return Limits(settings.max_upload_bytes, settings.max_pixels, settings.max_output_pixels)
-
-
 @dataclass(frozen=True)
 class LocalMasker:
     """A `Masker` over one in-process predictor, shared by worker threads."""

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from imaging.pipeline import Limits
 from models.registry import RMBGLoadConfig, U2NetLoadConfig
 
 ModelName = Literal["rmbg-2.0", "u2net"]
@@ -207,6 +208,10 @@ class ServiceSettings(BaseSettings):
     def request_deadline_s(self) -> float:
         """The longest a request waits for masks: RMBG-2.0's share, then U2-Net's."""
         return self.rmbg_timeout_s + self.u2net_timeout_s
+
+    def limits(self) -> Limits:
+        """What one request may cost: the same limits in the service, the CLI and batch jobs."""
+        return Limits(self.max_upload_bytes, self.max_pixels, self.max_output_pixels)
 
     def api_key_hashes(self) -> frozenset[str]:
         """SHA-256 of each key: what travels to the replicas (Serve stores init args)."""
