@@ -264,7 +264,7 @@ def test_check_finds_a_stale_manifest_and_the_script_fixes_it(
     make_kuberay: dict[str, Any], tmp_path: Path
 ) -> None:
     current = RAYSERVICE.read_text()
-    stale = current.replace("max_batch_size: 8", "max_batch_size: 2", 1)
+    stale = current.replace("batch_wait_timeout_s: 0.01", "batch_wait_timeout_s: 0.5", 1)
     assert stale != current
     copy_path = tmp_path / "rayservice.yaml"
     copy_path.write_text(stale)

@@ -99,6 +99,25 @@ def test_bfloat16_on_cpu(lite_dir: Path) -> None:
     assert all(m.dtype == np.uint8 for m in masks)
 
 
+def test_float16_overflow_is_redone_in_float32(lite_dir: Path) -> None:
+    """A batch whose float16 logits overflow (past 65504) comes back as float32 would make it."""
+    pred = RMBGPredictor.from_source(
+        lite_dir, arch="birefnet-lite", resolution=RESOLUTION, device="cpu", dtype="float16"
+    )
+    with torch.no_grad():  # logits of ~1e7: finite in float32, inf in float16
+        pred.model.decoder.conv_out1[0].weight.mul_(1e6)
+    photos = _photos(["im_14.png"])
+    x = pred.preprocess(photos)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.float16):
+        assert not torch.isfinite(pred.model(x)).all()  # the premise: float16 overflows
+    masks = pred.predict(photos)
+    assert pred.overflows == 1
+    assert pred.describe()["float16_overflows"] == 1
+    ref = RMBGPredictor(pred.model, resolution=RESOLUTION, device="cpu").predict(photos)
+    np.testing.assert_array_equal(masks[0], ref[0])
+    assert len(np.unique(masks[0])) > 1
+
+
 def test_empty_batch_and_bad_inputs(predictor: RMBGPredictor) -> None:
     assert predictor.predict([]) == []
     with pytest.raises(ValueError, match="HxWx3"):
