@@ -41,6 +41,7 @@ class Prepared:
 
     resolved: ResolvedOptions
     settings: ServiceSettings
+    instances: int
     background: bytes | None
     url: str | None
     api_key: str | None
@@ -68,7 +69,7 @@ class Prepared:
             return
         # validated by `prepare`: only a preset known to a remote service stays unchecked
         assert self.resolved.options is not None
-        masker = load_masker(self.settings)
+        masker = load_masker(self.settings, self.instances)
         remover = LocalRemover(
             masker, self.resolved.options, self.settings.limits(), self.background
         )
@@ -84,16 +85,21 @@ def _read_background(path: Path | None) -> bytes | None:
         raise UsageError(f"--bg-image {path}: {exc.strerror or exc}", code="bad_bg_image") from None
 
 
-def prepare(args: argparse.Namespace, *, format_hint: str | None = None) -> Prepared:
+def prepare(
+    args: argparse.Namespace, *, format_hint: str | None = None, default_instances: int = 1
+) -> Prepared:
     """Check the flags of `bgremove.flags` (``format_hint``, from an output file name,
-    applies when ``--format`` is not given); `UsageError` or `SetupError` if they are wrong."""
+    applies when ``--format`` is not given); `UsageError` or `SetupError` if they are wrong.
+    ``default_instances``: model instances when ``--instances`` is not given."""
     remote = args.url is not None
-    if remote and (args.model is not None or args.threads is not None):
+    instances = getattr(args, "instances", None)
+    if remote and (args.model is not None or args.threads is not None or instances):
         raise UsageError(
-            "--model and --threads choose the in-process model; with --url the service "
-            "routes to its own models (each result's model is reported)"
+            "--model, --threads and --instances choose the in-process model; with --url the "
+            "service routes to its own models (each result's model is reported)"
         )
-    settings = cli_settings(args.model, args.threads)
+    instances = instances or default_instances
+    settings = cli_settings(args.model, args.threads, instances)
     try:
         presets = preset_fields(load_presets(settings.presets_file))
     except (OSError, ValueError) as exc:
@@ -109,6 +115,7 @@ def prepare(args: argparse.Namespace, *, format_hint: str | None = None) -> Prep
     return Prepared(
         resolved=resolved,
         settings=settings,
+        instances=instances,
         background=background,
         url=args.url,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,

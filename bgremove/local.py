@@ -11,9 +11,10 @@ decode, compose and encode overlap the model.
 from __future__ import annotations
 
 import logging
-import threading
+import queue
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,11 +38,14 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = U2NET
 
 
-def cli_settings(model: str | None = None, threads: int | None = None) -> ServiceSettings:
+def cli_settings(
+    model: str | None = None, threads: int | None = None, instances: int = 1
+) -> ServiceSettings:
     """The service's settings (BG_REMOVAL_* variables), with the CLI's flags on top.
 
     In-process the CLI owns the machine: RMBG-2.0 gets every CPU unless a thread count is
-    set (a service replica gets its Ray reservation).
+    set (a service replica gets its Ray reservation); several model instances split the
+    CPUs between them.
     """
     overrides: dict[str, Any] = {}
     if model is not None:
@@ -55,45 +59,62 @@ def cli_settings(model: str | None = None, threads: int | None = None) -> Servic
     update: dict[str, Any] = {}
     if "model" not in settings.model_fields_set:
         update["model"] = DEFAULT_MODEL
+    share = max(1, usable_cpus() // instances)
+    if settings.u2net_threads is None and instances > 1:
+        update["u2net_threads"] = share
     if settings.rmbg_threads is None:
-        update["rmbg_threads"] = usable_cpus()
+        update["rmbg_threads"] = share
     return settings.model_copy(update=update) if update else settings
 
 
-@dataclass(frozen=True)
 class LocalMasker:
-    """A `Masker` over one in-process predictor, shared by worker threads."""
+    """A `Masker` over a pool of in-process predictors (model instances), shared by worker
+    threads: each call takes an idle instance, so at most one call runs per instance."""
 
-    predictor: MaskPredictor
-    model: str
-    spec: ModelInputSpec
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, predictors: Sequence[MaskPredictor], model: str, spec: ModelInputSpec):
+        if not predictors:
+            raise ValueError("a masker needs at least one predictor")
+        self.predictors = tuple(predictors)
+        self.model = model
+        self.spec = spec
+        self._idle: queue.SimpleQueue[MaskPredictor] = queue.SimpleQueue()
+        for predictor in self.predictors:
+            self._idle.put(predictor)
 
     def __call__(self, rgb: np.ndarray) -> MaskOutcome:
         small = self.spec.to_input(rgb)
-        # one model call at a time: the model is multi-threaded itself, and two calls
-        # would only split the same cores (and OpenVINO serialises them anyway)
-        with self.lock:
-            mask = self.predictor.predict([small])[0]
+        # one call per instance: an instance is multi-threaded itself (or one of several
+        # 1-thread instances), and two calls on one would only split the same cores
+        predictor = self._idle.get()
+        try:
+            mask = predictor.predict([small])[0]
+        finally:
+            self._idle.put(predictor)
         height, width = rgb.shape[:2]
         return MaskOutcome(self.spec.to_size(mask, height, width), self.model)
 
 
-def load_masker(settings: ServiceSettings) -> LocalMasker:
+def load_masker(settings: ServiceSettings, instances: int = 1) -> LocalMasker:
     """Load ``settings.model``'s predictor as the service's replica would (weights resolved,
-    runtime chosen or read from the tuning cache, warmed up)."""
+    runtime chosen or read from the tuning cache, warmed up), ``instances`` times.
+
+    Several instances share the CPUs (`cli_settings` splits them): see `default_instances`.
+    Every instance after the first reuses the first one's measured runtime choice.
+    """
     name = settings.model
     tier = get_tier(name)
     config = settings.rmbg_load_config() if name == RMBG else settings.u2net_load_config()
     started = time.perf_counter()
+    predictors = []
     try:
-        predictor = load_predictor(name, config)
+        for _ in range(instances):
+            predictors.append(load_predictor(name, config))
     except ModelError as exc:
         raise SetupError(f"{name} cannot load: {exc}", code=exc.code) from exc
     except (ValueError, OSError) as exc:
         raise SetupError(f"{name} cannot load: {exc}", code="model_load_failed") from exc
-    log.info("%s loaded in %.1f s", name, time.perf_counter() - started)
-    return LocalMasker(predictor, name, tier.input_size(config, predictor))
+    log.info("%s loaded in %.1f s (%d instance(s))", name, time.perf_counter() - started, instances)
+    return LocalMasker(predictors, name, tier.input_size(config, predictors[0]))
 
 
 @dataclass(frozen=True)

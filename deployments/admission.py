@@ -68,21 +68,26 @@ class DeadlineAdmission:
     A bounded queue in requests cannot know how long a request will wait: that depends on
     the model, the CPU and how many replicas are alive right now. This measures it. While
     the group is busy (requests still in flight when one completes), the time between
-    completions is the group's service interval as this ingress sees it; a new request
-    waits about `(in flight + 1) x interval`. When the group slows down at once (a replica
-    died, a rolling restart), completions stop before the average can show it, so the age
-    of the oldest request in flight, spread over those ahead, bounds the interval from
-    below. When the estimate exceeds `share` of the timeout the request is refused at once
+    completions is the group's service interval as this ingress sees it; times the live
+    replicas then, it is one replica's interval, so the estimate follows the group's
+    capacity the moment the monitor sees a replica die, stop for a rolling restart or
+    come back. A new request waits about `(in flight + 1) x replica interval / live
+    replicas`. Between polls, the age of the oldest request in flight, spread over those
+    ahead, bounds the interval from below (completions stop before any average shows
+    it). When the estimate exceeds `share` of the timeout the request is refused at once
     (the caller falls back, or answers 503 with Retry-After) instead of queueing into a
-    timeout; `share` leaves room for the group to lose half its capacity meanwhile. With
-    nothing in flight a request is always admitted, so a stale estimate cannot lock a group
-    out. Single-threaded: used from the ingress's event loop only.
+    timeout; `share` leaves room for the group to lose half its capacity meanwhile. When
+    it loses more, `hopeless` names the queued requests that can no longer finish in
+    time, so they are answered 503 now rather than 504 at their deadline. With nothing in
+    flight a request is always admitted, so a stale estimate cannot lock a group out.
+    Single-threaded: used from the ingress's event loop only.
     """
 
     def __init__(self, share: float = 0.5, smoothing: float = 0.2) -> None:
         self.share = share
         self._smoothing = smoothing
-        self.interval_s: float | None = None
+        #: seconds between completions of one replica (EWMA); None until measured
+        self.replica_interval_s: float | None = None
         self._last_completion: float | None = None
         self._started: dict[int, float] = {}
         self._tokens = itertools.count()
@@ -91,18 +96,22 @@ class DeadlineAdmission:
     def in_flight(self) -> int:
         return len(self._started)
 
-    def predicted_wait_s(self, now: float) -> float | None:
-        """Expected time to answer one more request; None until measured."""
-        if self.interval_s is None:
+    def _interval_s(self, now: float, replicas: int) -> float | None:
+        if self.replica_interval_s is None:
             return None
-        interval = self.interval_s
+        interval = self.replica_interval_s / max(replicas, 1)
         if self._started:
             oldest_age = now - min(self._started.values())
             interval = max(interval, oldest_age / len(self._started))
-        return (self.in_flight + 1) * interval
+        return interval
 
-    def admit(self, timeout_s: float, now: float) -> bool:
-        wait = self.predicted_wait_s(now)
+    def predicted_wait_s(self, now: float, replicas: int = 1) -> float | None:
+        """Expected time to answer one more request; None until measured."""
+        interval = self._interval_s(now, replicas)
+        return None if interval is None else (self.in_flight + 1) * interval
+
+    def admit(self, timeout_s: float, now: float, replicas: int = 1) -> bool:
+        wait = self.predicted_wait_s(now, replicas)
         return self.in_flight == 0 or wait is None or wait <= self.share * timeout_s
 
     def started(self, now: float) -> int:
@@ -111,17 +120,31 @@ class DeadlineAdmission:
         self._started[token] = now
         return token
 
-    def finished(self, token: int, now: float, *, served: bool) -> None:
+    def hopeless(self, token: int, now: float, deadline: float, replicas: int) -> bool:
+        """Whether a request still queued behind others cannot finish by `deadline`.
+
+        The first `replicas` requests in flight are likely being served and are never
+        named: an answer may be a moment away, and a mask half made is not thrown away.
+        """
+        if token not in self._started:
+            return False
+        position = list(self._started).index(token)  # tokens are in start order
+        interval = self._interval_s(now, replicas)
+        if interval is None or position < max(replicas, 1):
+            return False
+        return now + (position + 1) * interval > deadline
+
+    def finished(self, token: int, now: float, *, served: bool, replicas: int = 1) -> None:
         """Called on every answer; only served masks measure the service interval
         (a replica that fails fast says nothing about how long a mask takes)."""
         self._started.pop(token, None)
         if not served:
             return
         if self._last_completion is not None:
-            sample = now - self._last_completion
-            if self.interval_s is None:
-                self.interval_s = sample
+            sample = (now - self._last_completion) * max(replicas, 1)
+            if self.replica_interval_s is None:
+                self.replica_interval_s = sample
             else:
-                self.interval_s += self._smoothing * (sample - self.interval_s)
+                self.replica_interval_s += self._smoothing * (sample - self.replica_interval_s)
         # the next interval is a service interval only if work is still queued now
         self._last_completion = now if self._started else None

@@ -427,6 +427,8 @@ class RMBGOpenVINOPredictor:
             "NUM_STREAMS": "1",
             "INFERENCE_NUM_THREADS": str(self.threads),
             "INFERENCE_PRECISION_HINT": precision,
+            # replicas on one node would share the first cores if pinned (models/u2net.py)
+            "ENABLE_CPU_PINNING": "NO",
             # the default snippets path failed on the masked SDPA of the shifted windows
             # (issue 9) and, where it compiles, is slower here
             "SNIPPETS_MODE": "DISABLE",

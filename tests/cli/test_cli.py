@@ -17,8 +17,10 @@ from PIL import Image
 
 from bgremove.cli import build_parser, main
 from bgremove.folder import scan
+from bgremove.local import cli_settings, load_masker
 from imaging.compose import subject_bbox
 from imaging.options import OPTION_FIELDS
+from models.hardware import usable_cpus
 from tests.cli.conftest import IMAGES, PHOTOS
 
 BGREMOVE = Path(sys.executable).parent / "bgremove"
@@ -197,6 +199,31 @@ def test_p_output_options(u2netp_env: Path, tmp_path: Path) -> None:
         assert np.asarray(image)[5, 5].min() > 245  # white
 
 
+def test_p_with_two_model_instances(
+    u2netp_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two instances split the CPUs and give the masks one instance gives."""
+    monkeypatch.delenv("BG_REMOVAL_U2NET_THREADS")  # let --instances split the CPUs
+    photos = tmp_path / "in"
+    photos.mkdir()
+    names = ("horse.jpg", "hockey.png", "im_14.png", "whisk.png")
+    for name in names:
+        shutil.copy(IMAGES / name, photos / name)
+    settings = cli_settings(instances=2)
+    assert settings.u2net_threads == max(1, usable_cpus() // 2)
+    masker = load_masker(settings, 2)
+    assert len(masker.predictors) == 2 and masker.predictors[0] is not masker.predictors[1]
+    args = ["--channels", "alpha", "--edges", "raw"]
+    assert main(["p", str(photos), str(tmp_path / "two"), "--instances", "2", *args]) == 0
+    assert main(["p", str(photos), str(tmp_path / "one"), "--instances", "1", *args]) == 0
+    for name in names:
+        target = Path(name).with_suffix(".png")
+        two = np.asarray(_image(tmp_path / "two" / target), dtype=np.int16)
+        one = np.asarray(_image(tmp_path / "one" / target), dtype=np.int16)
+        assert two.shape == one.shape and len(np.unique(two)) > 2
+        assert np.abs(two - one).max() <= 1  # thread counts may round differently
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -204,7 +231,8 @@ def test_p_output_options(u2netp_env: Path, tmp_path: Path) -> None:
         (["--format", "jpeg"], "format 'jpeg' has no transparency"),
         (["--preset", "nope"], "invalid preset 'nope': allowed values are"),
         (["--style", "minimal", "--bg-color", "white"], "style and bg_color are exclusive"),
-        (["--url", "http://127.0.0.1:9", "--model", "u2net"], "--model and --threads"),
+        (["--url", "http://127.0.0.1:9", "--model", "u2net"], "--model, --threads and"),
+        (["--url", "http://127.0.0.1:9", "--instances", "2"], "--model, --threads and"),
     ],
 )
 def test_bad_options_exit_2_before_any_work(

@@ -112,6 +112,8 @@ def test_describe_after_conversion(ov_predictor: RMBGOpenVINOPredictor, ov_cache
     # written atomically: no temporary directories left behind
     assert not list(ov_cache.glob(".tmp-*"))
     assert ov_predictor.dtype in (torch.float32, torch.bfloat16)
+    # unpinned threads: replicas on one node must not share the first cores
+    assert ov_predictor._compiled.get_property("ENABLE_CPU_PINNING") is False
 
 
 def test_restart_reuses_conversion_and_precision_measurement(

@@ -454,3 +454,24 @@ def test_real_u2net_matches_rembg(
     mad, far = mask_diff(ours, ref)
     assert mad <= MAD_MAX and far <= FAR_FRACTION_MAX, (mad, far)
     assert predictor.info.weights.md5 == model_spec("u2net").md5
+
+
+@pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
+def test_openvino_threads_are_not_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinned, two 1-thread instances on one node share a core and run 2x slower each."""
+    import openvino as ov
+
+    compiled: list[object] = []
+    real_compile = ov.Core.compile_model
+
+    def spy(self: ov.Core, *args: object, **kwargs: object) -> object:
+        model = real_compile(self, *args, **kwargs)
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(ov.Core, "compile_model", spy)
+    predictor = U2NetPredictor.load(
+        "u2netp", path=str(U2NETP), runtime="openvino", threads=1, precision="f32"
+    )
+    assert predictor.predict([load_rgb("whisk.png")])[0].ndim == 2
+    assert compiled and all(m.get_property("ENABLE_CPU_PINNING") is False for m in compiled)
