@@ -12,11 +12,15 @@
 4. The job itself: `bgremove batch SRC DST --preset marketplace-white --model u2net` on a
    local Ray with this machine's CPUs; images/s, and the per-step times the manifest records
    (these include the contention of the stages running side by side).
-5. On paper: images/s and cost per 1000 images for a cluster of N CPU nodes (U2-Net) and M
+5. With --rembg-compare: the whole `bgremove batch SRC DST --model u2net --edges raw`
+   command (rembg's kind of output: a plain cut-out PNG; Ray's start included) against
+   `rembg p -m u2net SRC DST` on the same folder, same run, wall time of each command.
+6. On paper: images/s and cost per 1000 images for a cluster of N CPU nodes (U2-Net) and M
    GPUs (RMBG-2.0), from the per-stage costs of step 2. The GPU's own rate cannot be measured
    here (no GPU, no RMBG-2.0 weights): it is a parameter, as are prices and core counts.
 
-Run: .venv/bin/python benchmarks/bench_batch.py [--u2net-model u2netp] [--gpus 4 ...]
+Run: .venv/bin/python -m benchmarks.bench_batch [--u2net-model u2netp] [--gpus 4 ...]
+     .venv/bin/python -m benchmarks.bench_batch --rembg-compare --skip-costs
 """
 
 from __future__ import annotations
@@ -225,6 +229,52 @@ def run_job(src: Path, dst: Path, args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def compare_with_rembg(src: Path, work: Path, args: argparse.Namespace) -> list[str]:
+    """Whole-command wall time of `bgremove batch` (plain cut-outs) and `rembg p`, same folder."""
+    import subprocess
+
+    env = {**os.environ, "BG_REMOVAL_U2NET_MODEL": args.u2net_model}
+    env["BG_REMOVAL_U2NET_ALLOW_DOWNLOAD"] = "0"
+    if args.u2net_home:
+        env["U2NET_HOME"] = args.u2net_home
+    # rembg p reads one folder level: the same photos, flat
+    flat = work / "flat"
+    shutil.rmtree(flat, ignore_errors=True)
+    flat.mkdir(parents=True)
+    for path in sorted(src.rglob("*")):
+        if path.is_file():
+            shutil.copy(path, flat / "_".join(path.relative_to(src).parts))
+    count = sum(1 for _ in flat.iterdir())
+    bgremove = str(Path(sys.executable).with_name("bgremove"))
+    outputs = {"bgremove batch": work / "cmp-bgremove", "rembg p": work / "cmp-rembg"}
+    job_flags = ["--model", "u2net", "--edges", "raw", *args.job_args.split()]
+    runs = {
+        "bgremove batch": [
+            bgremove,
+            "batch",
+            str(flat),
+            str(outputs["bgremove batch"]),
+            *job_flags,
+        ],
+        "rembg p": [args.rembg, "p", "-m", args.u2net_model, str(flat), str(outputs["rembg p"])],
+    }
+    rates: dict[str, float] = {}
+    lines = ["| command | images | wall s | images/s |", "| --- | ---: | ---: | ---: |"]
+    for name, cmd in runs.items():
+        shutil.rmtree(outputs[name], ignore_errors=True)
+        print(f"running {name}: {' '.join(cmd)} (load {load_text()})", flush=True)
+        start = time.perf_counter()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"{name} failed ({done.returncode}): {done.stderr[-2000:]}")
+        rates[name] = count / wall
+        lines.append(f"| `{name}` | {count} | {wall:.1f} | {rates[name]:.3f} |")
+    ratio = rates["bgremove batch"] / rates["rembg p"]
+    lines.append(f"\nbgremove batch / rembg p: **{ratio:.2f}x** (load after: {load_text()})")
+    return lines
+
+
 def cluster_estimate(costs: Costs, args: argparse.Namespace) -> list[str]:
     """Images/s and $ per 1000 images on paper, from the measured per-stage costs."""
     scale, eff = args.cpu_speed, args.efficiency
@@ -311,6 +361,17 @@ def main() -> int:
         default=0.0054,
         help="1000 GETs ($0.0004) + 1000 PUTs ($0.005), S3 standard",
     )
+    cmp = parser.add_argument_group("same-run comparison with rembg p")
+    cmp.add_argument("--rembg-compare", action="store_true")
+    cmp.add_argument("--rembg", default=str(ROOT / ".venv-rembg" / "bin" / "rembg"))
+    cmp.add_argument(
+        "--job-args",
+        default="",
+        help="extra `bgremove batch` flags for the comparison, e.g. '--u2net-cpus 1.5'",
+    )
+    cmp.add_argument(
+        "--skip-costs", action="store_true", help="only the comparison (steps 1 and 5)"
+    )
     args = parser.parse_args()
 
     import ray
@@ -324,6 +385,11 @@ def main() -> int:
     classes = build_folder(args.images, src, args.count)
     mix = {c: sum(1 for v in classes.values() if v == c) for c in CLASSES}
     print(f"folder: {len(classes)} photos under {src}: {mix}")
+    if args.rembg_compare:
+        print("\n## `bgremove batch` against `rembg p`, same folder, same run")
+        print("\n".join(compare_with_rembg(src, work, args)))
+        if args.skip_costs:
+            return 0
 
     service = service_settings(args)
     options = RenderOptions.parse(
