@@ -152,3 +152,21 @@ def test_describe(predictor: RMBGPredictor) -> None:
     assert info["dtype"] == "float32"
     assert info["resolution"] == RESOLUTION
     assert isinstance(info["runtime_reason"], str)
+
+
+def test_prepare_batches_compiles_every_padded_shape(lite_dir: Path) -> None:
+    """A compiled replica meets each batch shape before traffic does (each compile takes
+    minutes on a GPU); the shapes are the powers of two up to the padded maximum."""
+    eager = RMBGPredictor.from_source(lite_dir, arch="birefnet-lite", resolution=64, device="cpu")
+    eager.prepare_batches(8)
+    assert eager.warm_batches == set()  # nothing to compile
+    pred = RMBGPredictor(eager.model, resolution=64, device="cpu")
+    pred.compiled = True  # the bucketing of a compiled predictor, on the eager network
+    shapes: list[int] = []
+    forward = pred._forward
+    pred._forward = lambda x: shapes.append(x.shape[0]) or forward(x)
+    pred.prepare_batches(6)
+    assert shapes == [1, 2, 4, 8] and pred.warm_batches == {1, 2, 4, 8}
+    pred.prepare_batches(8)  # already warm: no work
+    assert shapes == [1, 2, 4, 8]
+    assert pred.describe()["compiled_batches"] == [1, 2, 4, 8]

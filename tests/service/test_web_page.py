@@ -30,7 +30,8 @@ PHOTO = IMAGES / "horse.jpg"  # 770x595, 59 KB: quick through u2netp
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 DESKTOP = (1280, 1000)
-PHONE = (390, 844)
+PHONE = (360, 780)  # narrower than most phones (375-430 px)
+SCREENSHOT_HEIGHT = 1100
 WAIT_S = 90
 
 
@@ -137,6 +138,32 @@ def _submit_and_wait(driver: WebDriver) -> None:
     )
 
 
+def _result(driver: WebDriver) -> tuple[int, int, str]:
+    """The result's natural size and media type, as the page shows them."""
+    _wait(driver, lambda d: " px, " in _text(d, "size"), "the result's size")
+    width, height = _js(
+        driver,
+        "const i = document.getElementById('after'); return [i.naturalWidth, i.naturalHeight]",
+    )
+    media_type = _text(driver, "size").split(", ")[1]
+    return int(width), int(height), media_type
+
+
+def _record_sent_fields(driver: WebDriver) -> None:
+    """Remember the form fields of the page's next requests (in `window.sent`)."""
+    _js(
+        driver,
+        "window.sent = []; const fetch0 = window.fetch; window.fetch = (url, init) => {"
+        " if (init && init.body instanceof FormData) window.sent.push("
+        "[...init.body.entries()].map(([k, v]) => [k, typeof v === 'string' ? v : v.name]));"
+        " return fetch0(url, init); }",
+    )
+
+
+def _sent_fields(driver: WebDriver) -> dict[str, str]:
+    return dict(_js(driver, "return window.sent[window.sent.length - 1]"))
+
+
 def _no_horizontal_scroll(driver: WebDriver) -> bool:
     script = "const e = document.documentElement; return e.scrollWidth <= e.clientWidth"
     return bool(_js(driver, script))
@@ -213,8 +240,12 @@ def test_cut_out_in_the_browser(browser: WebDriver, url: str, tmp_path: Path) ->
 
     screenshot = Path(os.environ.get("BG_REMOVAL_SCREENSHOT") or tmp_path / "web-page.png")
     screenshot.parent.mkdir(parents=True, exist_ok=True)
-    _js(browser, "window.scrollTo(0, 0)")
-    assert browser.save_screenshot(str(screenshot))
+    browser.set_window_size(DESKTOP[0], SCREENSHOT_HEIGHT)  # the whole form
+    try:
+        _js(browser, "window.scrollTo(0, 0)")
+        assert browser.save_screenshot(str(screenshot))
+    finally:
+        browser.set_window_size(*DESKTOP)
 
     # the before/after slider works from the keyboard
     slider = browser.find_element(By.ID, "compare")
@@ -252,7 +283,7 @@ def test_every_control_is_reached_with_the_keyboard(browser: WebDriver, url: str
     _js(browser, "document.activeElement.blur()")
     visited: list[str] = []
     outlines: dict[str, str] = {}
-    for _ in range(20):
+    for _ in range(30):
         ActionChains(browser).send_keys(Keys.TAB).perform()
         focused = _js(
             browser,
@@ -262,10 +293,10 @@ def test_every_control_is_reached_with_the_keyboard(browser: WebDriver, url: str
         outlines[focused[0]] = focused[1]
         if focused[0] == "go":
             break
-    controls = ["drop", "style", "ratio", "bg-none", "bg-color", "crop"]
-    controls += ["format", "edges", "key-summary", "go"]
+    controls = ["drop", "preset", "style", "ratio", "output-size", "channels"]
+    controls += ["bg-none", "bg-color", "bg-choose", "crop", "format", "edges", "key-summary", "go"]
     assert [v for v in visited if v in controls] == controls, visited
-    assert "file" not in visited  # the drop zone is its one tab stop
+    assert "file" not in visited and "bg-file" not in visited  # their buttons are the tab stops
     assert all(outlines[c] == "solid" for c in controls), outlines  # focus is visible
     # crop's margin joins the tab order once crop is on
     _js(browser, "document.getElementById('crop').focus()")
@@ -280,6 +311,101 @@ def test_every_control_is_reached_with_the_keyboard(browser: WebDriver, url: str
     _js(browser, "document.getElementById('drop').focus()")
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     assert _js(browser, "return window.picked") is True
+    # and so does Enter on the background image's button
+    _js(
+        browser,
+        "window.picked = false; document.getElementById('bg-file').addEventListener("
+        "'click', (e) => { e.preventDefault(); window.picked = true; })",
+    )
+    _js(browser, "document.getElementById('bg-choose').focus()")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    assert _js(browser, "return window.picked") is True
+
+
+def test_every_control_has_a_label() -> None:
+    """Each form control is named by a <label for> (or sits inside its label)."""
+    from deployments.webpage import web_page
+
+    html = web_page().html
+    ids = re.findall(r'<(?:input|select)\b[^>]*\bid="([^"]+)"', html)
+    assert {"preset", "output-size", "channels", "bg-file", "bg-img"} <= set(ids)
+    for control in ids:
+        wrapped = re.search(rf'<label\b[^>]*>\s*<input[^>]*\bid="{control}"', html)
+        assert f'<label for="{control}"' in html or wrapped, control
+
+
+def test_static_presets_match_the_built_in_ones() -> None:
+    """The page lists the built-in presets until the server names its own (health details)."""
+    from deployments.webpage import web_page
+    from imaging.presets import builtin_presets
+
+    select = re.search(r'<select id="preset"[^>]*>(.*?)</select>', web_page().html, re.DOTALL)
+    assert select is not None
+    values = re.findall(r'<option value="([^"]*)"', select.group(1))
+    assert values == ["", *sorted(builtin_presets())]
+
+
+def test_marketplace_preset_in_the_browser(browser: WebDriver, url: str) -> None:
+    _open_page(browser, url)
+    # the test app reports health details: the page lists the server's presets
+    _wait(
+        browser,
+        lambda d: _js(d, "return document.getElementById('preset').dataset.source") == "server",
+        "the server's presets",
+    )
+    _record_sent_fields(browser)
+    _choose_photo(browser)
+    _select(browser, "preset", "marketplace-white")
+    _submit_and_wait(browser)
+    assert not _shown(browser, "error"), _text(browser, "error")
+    # only what was set is sent: the preset's own values apply
+    assert _sent_fields(browser) == {"file": PHOTO.name, "preset": "marketplace-white"}
+    assert _result(browser) == (2000, 2000, "image/jpeg")
+    assert _js(browser, "return document.getElementById('download').download") == "horse-cutout.jpg"
+
+
+def test_alpha_channel_in_the_browser(browser: WebDriver, url: str) -> None:
+    _open_page(browser, url)
+    _record_sent_fields(browser)
+    _choose_photo(browser)
+    _select(browser, "channels", "alpha")
+    _submit_and_wait(browser)
+    assert not _shown(browser, "error"), _text(browser, "error")
+    assert _sent_fields(browser) == {"file": PHOTO.name, "channels": "alpha"}
+    assert _result(browser) == (770, 595, "image/png")
+    # the mask alone: grey, opaque, with both subject (white) and background (black)
+    grey, opaque, lo, hi = _js(
+        browser,
+        "const i = document.getElementById('after'), c = document.createElement('canvas');"
+        "c.width = i.naturalWidth; c.height = i.naturalHeight;"
+        "const g = c.getContext('2d'); g.drawImage(i, 0, 0);"
+        "const d = g.getImageData(0, 0, c.width, c.height).data;"
+        "let grey = true, opaque = true, lo = 255, hi = 0;"
+        "for (let k = 0; k < d.length; k += 4) {"
+        " grey = grey && d[k] === d[k + 1] && d[k + 1] === d[k + 2];"
+        " opaque = opaque && d[k + 3] === 255;"
+        " lo = Math.min(lo, d[k]); hi = Math.max(hi, d[k]); }"
+        "return [grey, opaque, lo, hi]",
+    )
+    assert grey and opaque and lo < 16 and hi > 240, (grey, opaque, lo, hi)
+
+
+def test_bad_output_size_shows_the_api_message(browser: WebDriver, url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    bad = "2000 by 2000"
+    expected = post_image(url, PHOTO.read_bytes(), filename=PHOTO.name, output_size=bad)
+    assert expected.status_code == 422
+    _open_page(browser, url)
+    _choose_photo(browser)
+    size = browser.find_element(By.ID, "output-size")
+    size.send_keys(bad)
+    # the pattern marks it (the page still sends it: the API's message says what is wrong)
+    assert _js(browser, "return arguments[0].matches(':invalid')", size) is True
+    _submit_and_wait(browser)
+    assert _text(browser, "error") == f"Error 422: {expected.json()['error']['message']}"
+    assert "output_size" in _text(browser, "error")
+    assert not _shown(browser, "after") and not _shown(browser, "details")
 
 
 def test_phone_width_has_no_horizontal_scroll(browser: WebDriver, url: str) -> None:
@@ -295,3 +421,29 @@ def test_phone_width_has_no_horizontal_scroll(browser: WebDriver, url: str) -> N
         assert _no_horizontal_scroll(browser)
     finally:
         browser.set_window_size(*DESKTOP)
+
+
+def test_background_image_in_the_browser(browser: WebDriver, url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    backdrop = IMAGES / "boat.jpg"
+    _open_page(browser, url)
+    _record_sent_fields(browser)
+    _choose_photo(browser)
+    browser.find_element(By.ID, "bg-file").send_keys(str(backdrop))
+    assert browser.find_element(By.ID, "bg-img").is_selected()  # choosing one selects it
+    assert _text(browser, "bg-name") == backdrop.name
+    _select(browser, "format", "jpeg")  # opaque now: JPEG is allowed
+    _submit_and_wait(browser)
+    assert not _shown(browser, "error"), _text(browser, "error")
+    assert _sent_fields(browser) == {
+        "file": PHOTO.name,
+        "bg_image_file": backdrop.name,
+        "format": "jpeg",
+    }
+    assert _result(browser) == (770, 595, "image/jpeg")
+    # back to no background: the image stays chosen but is no longer sent
+    browser.find_element(By.ID, "bg-none").click()
+    _submit_and_wait(browser)
+    assert _sent_fields(browser) == {"file": PHOTO.name, "format": "jpeg"}
+    assert _text(browser, "error").startswith("Error 422: ")  # a transparent JPEG
