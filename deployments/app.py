@@ -7,17 +7,17 @@ are read once here and handed to each deployment.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
 import ray
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from deployments.ingress import Ingress, IngressConfig
-from deployments.rmbg import RMBGDeployment
-from deployments.settings import ServiceSettings
-from deployments.u2net import U2NetDeployment
+from deployments.settings import GroupSettings, RecoveryConfig, ServiceSettings
 from imaging.presets import load_presets, preset_fields
+from models.registry import TIERS, get_tier
 
 logger = logging.getLogger("ray.serve")
 
@@ -32,6 +32,11 @@ INGRESS_BASE_MEMORY = 512 * 1024**2
 INGRESS_BYTES_PER_BUDGET_PIXEL = 20
 #: Seconds a stopping replica gets beyond its longest request before it is killed.
 SHUTDOWN_MARGIN_S = 10.0
+#: Replica options of a group that runs no replica in this mode (e.g. RMBG2 in `u2net`
+#: mode): the group still exists, so a config file that tunes it (`deployments: - name:
+#: RMBG2`) stays valid. Serve refuses num_replicas=0 and an autoscaling range of 0..0; the
+#: router never sends it a request, so it stays at zero.
+IDLE_AUTOSCALING: dict[str, int] = {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1}
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -41,35 +46,9 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
 
 def build_app_from_settings(settings: ServiceSettings) -> Application:
+    """One replica group per model tier (`models.registry.TIERS`), then the ingress."""
     recovery = settings.recovery_config()
-    u2net = U2NetDeployment.options(
-        ray_actor_options={"num_cpus": settings.u2net_num_cpus, "num_gpus": 0},
-        user_config=settings.u2net_user_config(),
-        max_ongoing_requests=settings.u2net_max_ongoing_requests,
-        max_queued_requests=settings.u2net_max_queued_requests,
-        graceful_shutdown_timeout_s=settings.u2net_timeout_s + SHUTDOWN_MARGIN_S,
-        **_scaling(settings.u2net_num_replicas, settings.u2net_autoscaling),
-    ).bind(settings.u2net_load_config(), recovery)
-    if settings.deploys_rmbg:
-        rmbg_resources = {"num_cpus": settings.rmbg_num_cpus, "num_gpus": _gpu_share(settings)}
-        rmbg_scaling = _scaling(settings.rmbg_num_replicas, settings.rmbg_autoscaling)
-    else:
-        # `u2net` mode: the group exists with zero replicas and no GPU, so a config
-        # file that tunes RMBG2 (deployments: - name: RMBG2) stays valid. Serve
-        # refuses num_replicas=0; an autoscaling range of 0..0 is not allowed
-        # either, and the router never sends it a request, so it stays at zero.
-        rmbg_resources = {"num_cpus": 0, "num_gpus": 0}
-        rmbg_scaling = {
-            "autoscaling_config": {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1}
-        }
-    rmbg = RMBGDeployment.options(
-        ray_actor_options=rmbg_resources,
-        user_config=settings.rmbg_user_config(),
-        max_ongoing_requests=settings.rmbg_max_ongoing_requests,
-        max_queued_requests=settings.rmbg_max_queued_requests,
-        graceful_shutdown_timeout_s=settings.rmbg_timeout_s + SHUTDOWN_MARGIN_S,
-        **rmbg_scaling,
-    ).bind(settings.rmbg_load_config(), recovery)
+    groups = {name: model_group(settings.group(name), recovery, settings) for name in TIERS}
     config = IngressConfig(
         max_upload_bytes=settings.max_upload_bytes,
         max_pixels=settings.max_pixels,
@@ -94,7 +73,42 @@ def build_app_from_settings(settings: ServiceSettings) -> Application:
         # The ingress holds a request for its whole deadline, plus decode and encode.
         graceful_shutdown_timeout_s=settings.request_deadline_s + 2 * SHUTDOWN_MARGIN_S,
         **_scaling(settings.ingress_num_replicas, settings.ingress_autoscaling),
-    ).bind(u2net, rmbg, config)
+    ).bind(groups, config)
+
+
+def model_group(
+    group: GroupSettings, recovery: RecoveryConfig, settings: ServiceSettings
+) -> Application:
+    """Tier ``group.name``'s Serve deployment, bound with its load config."""
+    resources: dict[str, float]
+    scaling: dict[str, Any]
+    if group.deployed:
+        resources = {"num_cpus": group.num_cpus, "num_gpus": _gpu_share(group, settings)}
+        scaling = _scaling(group.num_replicas, group.autoscaling)
+    else:
+        resources = {"num_cpus": 0, "num_gpus": 0}
+        scaling = {"autoscaling_config": dict(IDLE_AUTOSCALING)}
+    return (
+        replica_class(group.name)
+        .options(
+            ray_actor_options=resources,
+            user_config=group.user_config(),
+            max_ongoing_requests=group.max_ongoing_requests,
+            max_queued_requests=group.max_queued_requests,
+            graceful_shutdown_timeout_s=group.timeout_s + SHUTDOWN_MARGIN_S,
+            **scaling,
+        )
+        .bind(group.load_config, recovery)
+    )
+
+
+def replica_class(name: str) -> Deployment:
+    """The Serve deployment the registry names for tier ``name`` (`module:attribute`)."""
+    module, _, attribute = get_tier(name).replica_class.partition(":")
+    deployment = getattr(importlib.import_module(module), attribute)
+    if not isinstance(deployment, Deployment):
+        raise TypeError(f"{name}: {get_tier(name).replica_class} is not a Serve deployment")
+    return deployment
 
 
 def ingress_memory_bytes(settings: ServiceSettings) -> int:
@@ -111,14 +125,14 @@ def _scaling(count: int | None, autoscaling: dict[str, Any] | None) -> dict[str,
     return {} if count is None else {"num_replicas": count}
 
 
-def _gpu_share(settings: ServiceSettings) -> float:
-    """GPUs per RMBG-2.0 replica: as configured, else half a GPU where the cluster has any."""
-    if settings.rmbg_num_gpus is not None:
-        return settings.rmbg_num_gpus
+def _gpu_share(group: GroupSettings, settings: ServiceSettings) -> float:
+    """GPUs per replica: as configured, else half a GPU where the cluster has any."""
+    if group.num_gpus is not None:
+        return group.num_gpus
     if settings.device == "cpu":
         return 0.0
     has_gpu = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
     if settings.device == "cuda" or has_gpu:
         return DEFAULT_GPU_SHARE
-    logger.info("no GPU in the cluster: RMBG-2.0 replicas run on the CPU")
+    logger.info("no GPU in the cluster: %s replicas run on the CPU", get_tier(group.name).label)
     return 0.0

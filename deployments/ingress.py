@@ -11,7 +11,7 @@ in worker threads (Pillow and numpy release the GIL) to keep the event loop free
 import asyncio
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,19 +24,13 @@ from starlette.datastructures import UploadFile
 from deployments.admission import DeadlineAdmission, PixelBudget, Reservation
 from deployments.errors import OverloadedError, install_error_handlers
 from deployments.guard import RequestGuard, key_is_valid, presented_key
-from deployments.routing import (
-    RMBG,
-    U2NET,
-    GroupMonitor,
-    GroupState,
-    MaskRouter,
-    RoutingConfig,
-)
+from deployments.routing import GroupMonitor, GroupState, MaskRouter, RoutingConfig
 from deployments.webpage import web_page_response
 from imaging.errors import ImageTooLargeError, InvalidOptionError
 from imaging.foreground import warmup as warm_up_edges
 from imaging.options import OPTION_FIELDS, OPTION_NAMES, OutputFormat, RenderOptions, Style
 from imaging.pipeline import Limits, remove_background_async
+from models.registry import FALLBACK, TIERS
 
 logger = logging.getLogger("ray.serve")
 
@@ -115,57 +109,59 @@ def _form_schema() -> dict[str, Any]:
 
 
 def health_report(config: RoutingConfig, monitor: GroupMonitor, *, details: bool) -> dict[str, Any]:
-    """The health document: status and models for anyone; replica details when `details`."""
-    rmbg, u2net = monitor.states[RMBG], monitor.states[U2NET]
-    rmbg_reason = rmbg.unavailable_reason()
-    u2net_ok = u2net.unavailable_reason() is None
-    if config.model == RMBG:
-        primary, primary_ok, fallback_ok = rmbg, rmbg_reason is None, config.fallback and u2net_ok
-    else:
-        primary, primary_ok, fallback_ok = u2net, u2net_ok, False
-    status = "healthy" if primary_ok else "degraded" if fallback_ok else "unhealthy"
+    """The health document: status and models for anyone; replica details when `details`.
+
+    One entry per model tier, in registry order; `fallback` describes the fallback tier.
+    """
+    states = {name: monitor.states[name] for name in TIERS if name in monitor.states}
+    reasons = {name: state.unavailable_reason() for name, state in states.items()}
+    primary, fallback = states[config.model], states[FALLBACK]
+    primary_reason = reasons[config.model]
+    has_fallback = config.model != FALLBACK
+    fallback_ok = has_fallback and config.fallback and reasons[FALLBACK] is None
+    status = "healthy" if primary_reason is None else "degraded" if fallback_ok else "unhealthy"
     report: dict[str, Any] = {
         "status": status,
         "model_name": config.model,
         "models": {
-            name: {
-                "available": state.unavailable_reason() is None,
-                "ready_replicas": state.ready_replicas,
-            }
-            for name, state in ((RMBG, rmbg), (U2NET, u2net))
+            name: {"available": reasons[name] is None, "ready_replicas": state.ready_replicas}
+            for name, state in states.items()
         },
     }
-    if config.model == RMBG and rmbg_reason is not None:
-        report["fallback_reason"] = rmbg_reason
+    if has_fallback and primary_reason is not None:
+        report["fallback_reason"] = primary_reason
     if not details:
         return report
     primary_status = primary.replica_status or {}
-    rmbg_status = rmbg.replica_status or {}
-    u2net_status = u2net.replica_status or {}
+    fallback_status = fallback.replica_status or {}
+    # GPU facts come from the tiers whose replicas may hold one (RMBG-2.0's)
+    gpu_statuses = [
+        state.replica_status or {} for name, state in states.items() if TIERS[name].uses_gpu
+    ]
     report.update(
         {
             "model_loaded": bool(primary_status.get("loaded")) and primary.running_replicas > 0,
-            "device": primary_status.get("device", "cpu" if config.model == U2NET else None),
-            "gpu_available": bool(rmbg_status.get("gpu_available", False)),
-            "gpu_name": rmbg_status.get("gpu_name"),
+            "device": primary_status.get("device", None if TIERS[config.model].uses_gpu else "cpu"),
+            "gpu_available": any(bool(s.get("gpu_available", False)) for s in gpu_statuses),
+            "gpu_name": next((s["gpu_name"] for s in gpu_statuses if s.get("gpu_name")), None),
             "styles_available": [s.value for s in Style],
             "formats_available": [f.value for f in OutputFormat],
             "fallback": {
                 "enabled": config.fallback,
-                "model": U2NET,
-                "model_name": u2net_status.get("model_name"),
-                "loaded": u2net.ready_replicas > 0 and u2net.running_replicas > 0,
-                "weights": u2net_status.get("weights"),
-                "weights_source": u2net_status.get("weights_source"),
-                "runtime": u2net_status.get("runtime"),
-                "replicas": u2net.running_replicas,
-                "error": u2net.load_error,
+                "model": FALLBACK,
+                "model_name": fallback_status.get("model_name"),
+                "loaded": fallback.ready_replicas > 0 and fallback.running_replicas > 0,
+                "weights": fallback_status.get("weights"),
+                "weights_source": fallback_status.get("weights_source"),
+                "runtime": fallback_status.get("runtime"),
+                "replicas": fallback.running_replicas,
+                "error": fallback.load_error,
             },
-            "replicas": {RMBG: rmbg.running_replicas, U2NET: u2net.running_replicas},
-            "routing": asdict(config),
+            "replicas": {name: state.running_replicas for name, state in states.items()},
+            "routing": config.as_user_config(),
         }
     )
-    for name, state in ((RMBG, rmbg), (U2NET, u2net)):
+    for name, state in states.items():
         report["models"][name].update(_group_report(state))
     return report
 
@@ -186,21 +182,16 @@ def _group_report(state: GroupState) -> dict[str, Any]:
 class Ingress:
     """FastAPI ingress; routes mask requests to the model groups."""
 
-    def __init__(
-        self,
-        u2net: DeploymentHandle,
-        rmbg: DeploymentHandle,
-        config: IngressConfig,
-    ) -> None:
+    def __init__(self, groups: dict[str, DeploymentHandle], config: IngressConfig) -> None:
+        """``groups``: each model tier's replica group, by tier name (`models.registry`)."""
         self.config = config
         warm_up_edges()  # compiled edge refinement (cached on disk after the first process)
         self._budget = PixelBudget(config.pixel_budget, config.retry_after_s)
         # Whole requests (decode, masks, compose, encode) share this replica's CPUs: past
         # what it can answer in time, a request is refused at the door, before its body.
         self._door = DeadlineAdmission()
-        handles = {RMBG: rmbg, U2NET: u2net}
-        self._monitor = GroupMonitor(handles, config.status_poll_interval_s)
-        self._router = MaskRouter(handles, self._monitor, config.retry_after_s)
+        self._monitor = GroupMonitor(groups, config.status_poll_interval_s)
+        self._router = MaskRouter(groups, self._monitor, config.retry_after_s)
         self._requests = Counter(
             "bg_removal_requests",
             description="Finished remove-background requests by model and status.",
@@ -228,7 +219,7 @@ class Ingress:
         self._monitor.start()
         started = time.perf_counter()
         routing = self._router.config
-        budget_s = routing.rmbg_timeout_s if routing.model == RMBG else routing.u2net_timeout_s
+        budget_s = routing.timeout_s(routing.model)
         if not self._door.admit(budget_s, time.monotonic()):
             raise OverloadedError(
                 f"this replica cannot answer another request within {budget_s:g} s now: "

@@ -108,6 +108,8 @@ class ModelReplica(ABC):
         self._load_attempts += 1
         try:
             predictor = self._load()
+            if self._user_config:  # loaded after start (a retry): reconfigure has run
+                self._prepare_batches(predictor)
         except ModelError as exc:
             self._note_failure(exc)
             logger.error("%s failed to load (%s): %s", self.model_name, exc.code, exc)
@@ -181,7 +183,17 @@ class ModelReplica(ABC):
         self.predict.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.01)))
         self._chaos_error_rate = float(config.get("chaos_error_rate", 0.0))
         self._user_config = dict(config)
+        if self._predictor is not None:
+            self._prepare_batches(self._predictor)
         logger.info("%s reconfigured: %s", self.model_name, config)
+
+    def _prepare_batches(self, predictor: MaskPredictor) -> None:
+        """A predictor that compiles per batch shape (RMBG-2.0 with torch.compile: about 2
+        minutes a shape) meets every shape the batcher can send before a request does; Serve
+        runs the first `reconfigure` before the replica takes traffic."""
+        prepare = getattr(predictor, "prepare_batches", None)
+        if prepare is not None:
+            prepare(self.predict._get_max_batch_size())
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +26,11 @@ from ray.serve.metrics import Counter
 from deployments.admission import DeadlineAdmission
 from deployments.errors import MaskTimeoutError, NoModelAvailableError, OverloadedError
 from deployments.model_replica import ModelNotLoadedError
+from deployments.settings import ServiceSettings, timeout_setting
 from imaging.pipeline import MaskOutcome
 from imaging.resize import ModelInputSpec
 from models.errors import ModelError
-from models.registry import RMBG, TIERS, U2NET
+from models.registry import FALLBACK, RMBG, TIERS, get_tier
 
 logger = logging.getLogger("ray.serve")
 
@@ -36,23 +38,51 @@ logger = logging.getLogger("ray.serve")
 DEPLOYMENT_NAMES = {name: tier.deployment for name, tier in TIERS.items()}
 
 
+def default_timeouts() -> dict[str, float]:
+    """Each tier's deadline share when the ingress's `user_config` does not set it: the
+    settings' defaults (`rmbg_timeout_s`, `u2net_timeout_s`, ...)."""
+    fields = ServiceSettings.model_fields
+    return {name: fields[timeout_setting(name)].default for name in TIERS}
+
+
 @dataclass(frozen=True)
 class RoutingConfig:
-    """Rollout settings of the ingress (its `user_config`)."""
+    """Rollout settings of the ingress (its `user_config`): the primary model, fallback
+    on/off and each tier's share of a request's deadline, keyed by tier name."""
 
     model: str = RMBG
     fallback: bool = True
-    rmbg_timeout_s: float = 30.0
-    u2net_timeout_s: float = 60.0
+    timeouts_s: Mapping[str, float] = field(default_factory=default_timeouts)
+
+    def timeout_s(self, name: str) -> float:
+        """Tier ``name``'s share of a request's deadline, s."""
+        return self.timeouts_s[name]
 
     @classmethod
     def from_user_config(cls, config: dict[str, Any]) -> RoutingConfig:
-        routing = cls(**config)
+        """From the flat `user_config` (`model`, `fallback`, `<prefix>_timeout_s` per tier)."""
+        values = dict(config)
+        timeouts = default_timeouts()
+        for name in TIERS:
+            if (key := timeout_setting(name)) in values:
+                timeouts[name] = values.pop(key)
+        unknown = sorted(set(values) - {"model", "fallback"})
+        if unknown:
+            allowed = ["model", "fallback", *(timeout_setting(name) for name in TIERS)]
+            raise ValueError(f"unknown routing setting(s) {unknown}; allowed: {allowed}")
+        routing = cls(**values, timeouts_s=timeouts)
         if routing.model not in DEPLOYMENT_NAMES:
             raise ValueError(
                 f"model must be one of {sorted(DEPLOYMENT_NAMES)}, not {routing.model!r}"
             )
         return routing
+
+    def as_user_config(self) -> dict[str, Any]:
+        """The flat `user_config` this was read from (health's `routing` shows it)."""
+        config: dict[str, Any] = {"model": self.model, "fallback": self.fallback}
+        for name, timeout_s in self.timeouts_s.items():
+            config[timeout_setting(name)] = timeout_s
+        return config
 
 
 #: A replica's status not seen for this many poll intervals is dropped (the replica is gone).
@@ -114,6 +144,15 @@ class GroupState:
         for replica_id, (_, seen) in list(self.replicas.items()):
             if now - seen > stale_after_s:
                 del self.replicas[replica_id]
+
+
+#: How often a request waiting on a model group checks whether it can still finish in time.
+SHED_CHECK_S = 1.0
+
+
+def live_replicas(state: GroupState) -> int:
+    """Replicas that can take a mask now: running in Serve's view and loaded in theirs."""
+    return min(state.running_replicas, state.ready_replicas)
 
 
 class GroupBusyError(Exception):
@@ -208,12 +247,13 @@ def _replica_states() -> dict[str, dict[str, int]]:
 
 
 class MaskRouter:
-    """Ask the primary model; fall back to U2-Net when it cannot answer.
+    """Ask the primary model; fall back to the fallback tier (U2-Net) when it cannot answer.
 
-    Each request has one deadline, split between the groups: RMBG-2.0 gets
-    `rmbg_timeout_s`, then U2-Net `u2net_timeout_s`. A request whose replica died
-    (or had not loaded, while others of its group have) is sent once more to the
-    same group within its share; the proxy's timeout must exceed the sum.
+    Each request has one deadline, split between the groups: the primary gets its
+    `<prefix>_timeout_s` (`rmbg_timeout_s`), then the fallback its own (`u2net_timeout_s`).
+    A request whose replica died (or had not loaded, while others of its group have) is
+    sent once more to the same group within its share; the proxy's timeout must exceed
+    the sum.
     """
 
     def __init__(
@@ -236,13 +276,14 @@ class MaskRouter:
     async def mask(self, rgb: np.ndarray) -> MaskOutcome:
         await self._monitor.ready()
         config = self.config
+        primary, fallback = get_tier(config.model).label, get_tier(FALLBACK).label
         reason: str | None = None
-        if config.model == RMBG:
-            reason = self._monitor.states[RMBG].unavailable_reason()
+        if config.model != FALLBACK:
+            reason = self._monitor.states[config.model].unavailable_reason()
             if reason is None:
                 try:
-                    mask = await self._call(RMBG, rgb, config.rmbg_timeout_s)
-                    return MaskOutcome(mask, RMBG)
+                    mask = await self._call(config.model, rgb, config.timeout_s(config.model))
+                    return MaskOutcome(mask, config.model)
                 except TimeoutError:
                     reason = "timeout"
                 except OVERLOADED:
@@ -250,26 +291,27 @@ class MaskRouter:
                 except Exception as exc:
                     reason = _failure_reason(exc)
                     if reason.startswith("error:") and not isinstance(_cause(exc), ModelError):
-                        logger.exception("RMBG-2.0 failed unexpectedly")
+                        logger.exception("%s failed unexpectedly", primary)
             if not config.fallback:
                 raise NoModelAvailableError(
-                    f"RMBG-2.0 cannot serve ({reason}) and fallback is off "
+                    f"{primary} cannot serve ({reason}) and fallback is off "
                     "(BG_REMOVAL_FALLBACK=false)",
                     code="model_unavailable",
                     retry_after_s=self._retry_after_s if _passing(reason) else None,
                 )
-            logger.warning("falling back to U2-Net: %s", reason)
+            logger.warning("falling back to %s: %s", fallback, reason)
             self._fallbacks.inc(tags={"reason": reason.split(":")[0]})
+        timeout_s = config.timeout_s(FALLBACK)
         try:
-            mask = await self._call(U2NET, rgb, config.u2net_timeout_s)
+            mask = await self._call(FALLBACK, rgb, timeout_s)
         except TimeoutError as exc:
             raise MaskTimeoutError(
-                f"U2-Net did not answer within {config.u2net_timeout_s:g} s"
-                + (f" (RMBG-2.0: {reason})" if reason else "")
+                f"{fallback} did not answer within {timeout_s:g} s"
+                + (f" ({primary}: {reason})" if reason else "")
             ) from exc
         except OVERLOADED as exc:
             raise OverloadedError(
-                f"U2-Net is at capacity ({exc}): retry after {self._retry_after_s} s",
+                f"{fallback} is at capacity ({exc}): retry after {self._retry_after_s} s",
                 retry_after_s=self._retry_after_s,
             ) from exc
         except NoModelAvailableError:
@@ -277,27 +319,28 @@ class MaskRouter:
         except Exception as exc:
             detail = _failure_reason(exc)
             raise NoModelAvailableError(
-                f"U2-Net cannot serve ({detail}: {_message(exc)})"
-                + (f"; RMBG-2.0 cannot serve ({reason})" if reason else ""),
+                f"{fallback} cannot serve ({detail}: {_message(exc)})"
+                + (f"; {primary} cannot serve ({reason})" if reason else ""),
                 retry_after_s=self._retry_after_s if _passing(detail) else None,
             ) from exc
-        return MaskOutcome(mask, U2NET, reason)
+        return MaskOutcome(mask, FALLBACK, reason)
 
     async def _call(self, name: str, rgb: np.ndarray, timeout_s: float) -> np.ndarray:
         """The group's mask at the photo's size, within `timeout_s`, one retry on replica loss."""
         state = self._monitor.states[name]
-        if name == U2NET and (reason := state.unavailable_reason()):
+        if name == FALLBACK and (reason := state.unavailable_reason()):
             raise NoModelAvailableError(
-                f"U2-Net cannot serve ({reason})",
+                f"{get_tier(name).label} cannot serve ({reason})",
                 retry_after_s=self._retry_after_s if _passing(reason) else None,
             )
         admission = self._admission[name]
         now = time.monotonic()
-        if not admission.admit(timeout_s, now):
+        live = live_replicas(state)
+        if not admission.admit(timeout_s, now, live):
             raise GroupBusyError(
                 f"{admission.in_flight} requests in flight, the next answer expected in "
-                f"{admission.predicted_wait_s(now):.1f} s: over {admission.share:.0%} of "
-                f"{timeout_s:g} s"
+                f"{admission.predicted_wait_s(now, live):.1f} s with {live} live replica(s): "
+                f"over {admission.share:.0%} of {timeout_s:g} s"
             )
         spec = state.input_spec
         token = admission.started(now)
@@ -306,10 +349,13 @@ class MaskRouter:
             # Only what the model needs travels: its input size, not the photo (up to 150 MB).
             small = await asyncio.to_thread(spec.to_input, rgb) if spec is not None else rgb
             # the group's share of the deadline starts when its input is ready
-            mask = await self._predict(name, small, time.monotonic() + timeout_s, state)
+            deadline = time.monotonic() + timeout_s
+            mask = await self._predict(name, small, deadline, state, token)
             served = True
         finally:
-            admission.finished(token, time.monotonic(), served=served)
+            admission.finished(
+                token, time.monotonic(), served=served, replicas=live_replicas(state)
+            )
         height, width = rgb.shape[:2]
         if mask.shape != (height, width):
             if spec is None:  # cannot happen: without a spec the photo went at its own size
@@ -318,17 +364,16 @@ class MaskRouter:
         return mask
 
     async def _predict(
-        self, name: str, image: np.ndarray, deadline: float, state: GroupState
+        self, name: str, image: np.ndarray, deadline: float, state: GroupState, token: int
     ) -> np.ndarray:
         """One model call within the deadline; once more if its replica was lost."""
         for attempt in (1, 2):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if deadline - time.monotonic() <= 0:
                 raise TimeoutError
             response = self._handles[name].predict.remote(image)
             try:
-                return await asyncio.wait_for(response, timeout=remaining)
-            except TimeoutError:
+                return await self._wait(name, response, deadline, state, token)
+            except (TimeoutError, GroupBusyError):
                 response.cancel()
                 raise
             except Exception as exc:
@@ -340,6 +385,38 @@ class MaskRouter:
                     continue
                 raise
         raise AssertionError("unreachable")
+
+    async def _wait(
+        self, name: str, response: Any, deadline: float, state: GroupState, token: int
+    ) -> np.ndarray:
+        """The response, checked every `SHED_CHECK_S`: when the group loses capacity (a
+        replica died, a rolling restart) a request queued behind others that can no longer
+        finish by its deadline is answered now (503 with Retry-After, or the fallback)
+        instead of with a 504 when the deadline passes."""
+        admission = self._admission[name]
+        waiter = asyncio.ensure_future(_result(response))
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                done, _ = await asyncio.wait({waiter}, timeout=min(remaining, SHED_CHECK_S))
+                if done:
+                    return waiter.result()
+                live = live_replicas(state)
+                if admission.hopeless(token, time.monotonic(), deadline, live):
+                    left_s = deadline - time.monotonic()
+                    raise GroupBusyError(
+                        f"queued behind {admission.in_flight - 1} request(s) with {live} live "
+                        f"replica(s): it could not finish within {left_s:.1f} s"
+                    )
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+
+
+async def _result(response: Any) -> np.ndarray:
+    return await response
 
 
 def _worth_retry(cause: BaseException, state: GroupState) -> bool:

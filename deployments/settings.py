@@ -18,7 +18,15 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imaging.pipeline import Limits
-from models.registry import RMBGLoadConfig, U2NetLoadConfig
+from models.registry import (
+    FALLBACK,
+    RMBG,
+    TIERS,
+    U2NET,
+    RMBGLoadConfig,
+    U2NetLoadConfig,
+    get_tier,
+)
 
 ModelName = Literal["rmbg-2.0", "u2net"]
 Device = Literal["cuda", "cpu", "auto"]
@@ -34,6 +42,49 @@ class RecoveryConfig:
     retry_initial_s: float
     retry_max_s: float
     grace_s: float
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """One model group's options, the same for every tier, read from its `<prefix>_*` settings.
+
+    The flat settings (`rmbg_num_cpus`, `BG_REMOVAL_U2NET_TIMEOUT_S`, ...) stay what operators
+    write; this view lets the app builder and the router treat every tier alike.
+    """
+
+    name: str
+    #: runs replicas in this mode: the primary model, or the fallback (which always runs)
+    deployed: bool
+    num_cpus: float
+    #: GPUs per replica; None: half a GPU where the cluster has any (tiers with no GPU: 0)
+    num_gpus: float | None
+    num_replicas: int | None
+    autoscaling: dict[str, Any] | None
+    max_batch_size: int
+    batch_wait_timeout_s: float
+    #: the group's share of a request's deadline
+    timeout_s: float
+    max_ongoing_requests: int
+    max_queued_requests: int
+    #: share of batches failed on purpose; None where the tier has no such setting
+    chaos_error_rate: float | None
+    #: the tier's load config (`models.registry`), what its replicas are bound with
+    load_config: Any
+
+    def user_config(self) -> dict[str, float | int]:
+        """Settings the group's replicas apply in `reconfigure`, without a restart."""
+        config: dict[str, float | int] = {
+            "max_batch_size": self.max_batch_size,
+            "batch_wait_timeout_s": self.batch_wait_timeout_s,
+        }
+        if self.chaos_error_rate is not None:
+            config["chaos_error_rate"] = self.chaos_error_rate
+        return config
+
+
+def timeout_setting(name: str) -> str:
+    """The setting (and routing `user_config` key) of tier ``name``'s deadline share."""
+    return f"{get_tier(name).settings_prefix}_timeout_s"
 
 
 class ServiceSettings(BaseSettings):
@@ -57,7 +108,7 @@ class ServiceSettings(BaseSettings):
     rmbg_revision: str | None = Field(None, description="Pinned hub revision (commit or tag).")
     rmbg_arch: str = Field("rmbg-2.0", description="BiRefNet preset of the checkpoint.")
     rmbg_resolution: int = Field(1024, ge=32, le=4096, description="Model input side, px.")
-    rmbg_dtype: DType = Field("auto", description="auto: bfloat16 on CUDA, float32 on CPU.")
+    rmbg_dtype: DType = Field("auto", description="auto: float16 on CUDA, float32 on CPU.")
     rmbg_compile: bool = Field(False, description="torch.compile the network at start.")
     rmbg_runtime: RMBGRuntime = Field(
         "auto", description="auto: OpenVINO on CPU devices (if installed), PyTorch on CUDA."
@@ -78,7 +129,9 @@ class ServiceSettings(BaseSettings):
     rmbg_autoscaling: dict[str, Any] | None = Field(
         None, description="Serve autoscaling_config of the RMBG-2.0 group."
     )
-    rmbg_max_batch_size: int = Field(8, ge=1, le=64)
+    rmbg_max_batch_size: int = Field(
+        4, ge=1, le=64, description="10.3 GiB peak per replica on an H100 (fits 0.5 of 24 GiB)."
+    )
     rmbg_batch_wait_timeout_s: float = Field(0.01, ge=0, le=5)
     rmbg_timeout_s: float = Field(30.0, gt=0, description="Per-request mask timeout.")
     rmbg_chaos_error_rate: float = Field(
@@ -206,8 +259,10 @@ class ServiceSettings(BaseSettings):
 
     @property
     def request_deadline_s(self) -> float:
-        """The longest a request waits for masks: RMBG-2.0's share, then U2-Net's."""
-        return self.rmbg_timeout_s + self.u2net_timeout_s
+        """The longest a request waits for masks: the primary's share, then the fallback's
+        (the longest primary's, since `model` can change by a rollout in place)."""
+        primaries = [self.group(name).timeout_s for name in TIERS if name != FALLBACK]
+        return max(primaries, default=0.0) + self.group(FALLBACK).timeout_s
 
     def limits(self) -> Limits:
         """What one request may cost: the same limits in the service, the CLI and batch jobs."""
@@ -226,14 +281,49 @@ class ServiceSettings(BaseSettings):
             grace_s=self.load_failure_grace_s,
         )
 
+    def deploys(self, name: str) -> bool:
+        """Whether tier ``name``'s group runs replicas: the primary model's does, and so does
+        the fallback's in every mode (it is the tier that always answers, and keeping it up
+        lets `fallback` be switched by a rollout in place). Other groups run none and claim
+        no GPU."""
+        return name == self.model or get_tier(name).fallback
+
     @property
     def deploys_rmbg(self) -> bool:
-        """`u2net` mode runs no RMBG-2.0 replica and claims no GPU.
+        """`u2net` mode runs no RMBG-2.0 replica and claims no GPU."""
+        return self.deploys(RMBG)
 
-        The U2-Net group always runs: it is the tier that always answers, and
-        keeping it up lets `fallback` be switched by a rollout in place.
-        """
-        return self.model == "rmbg-2.0"
+    def group(self, name: str) -> GroupSettings:
+        """Tier ``name``'s group options, from its `<prefix>_*` settings (by the registry's
+        prefix, so a new tier needs its settings fields and no code here)."""
+        tier = get_tier(name)
+
+        def value(option: str, *default: Any) -> Any:
+            return getattr(self, f"{tier.settings_prefix}_{option}", *default)
+
+        return GroupSettings(
+            name=name,
+            deployed=self.deploys(name),
+            num_cpus=value("num_cpus"),
+            num_gpus=value("num_gpus") if tier.uses_gpu else 0,
+            num_replicas=value("num_replicas"),
+            autoscaling=value("autoscaling"),
+            max_batch_size=value("max_batch_size"),
+            batch_wait_timeout_s=value("batch_wait_timeout_s"),
+            timeout_s=value("timeout_s"),
+            max_ongoing_requests=value("max_ongoing_requests"),
+            max_queued_requests=value("max_queued_requests"),
+            chaos_error_rate=value("chaos_error_rate", None),
+            load_config=self.load_config(name),
+        )
+
+    def load_config(self, name: str) -> Any:
+        """Tier ``name``'s load config, built by this class's `<prefix>_load_config`."""
+        tier = get_tier(name)
+        config = getattr(self, f"{tier.settings_prefix}_load_config")()
+        if not isinstance(config, tier.config_type):
+            raise TypeError(f"{name} loads from a {tier.config_type.__name__}, got {config!r}")
+        return config
 
     def rmbg_load_config(self) -> RMBGLoadConfig:
         return RMBGLoadConfig(
@@ -266,24 +356,16 @@ class ServiceSettings(BaseSettings):
 
     def rmbg_user_config(self) -> dict[str, float | int]:
         """Settings the RMBG-2.0 replicas apply in `reconfigure`, without a restart."""
-        return {
-            "max_batch_size": self.rmbg_max_batch_size,
-            "batch_wait_timeout_s": self.rmbg_batch_wait_timeout_s,
-            "chaos_error_rate": self.rmbg_chaos_error_rate,
-        }
+        return self.group(RMBG).user_config()
 
     def u2net_user_config(self) -> dict[str, float | int]:
         """Settings the U2-Net replicas apply in `reconfigure`, without a restart."""
-        return {
-            "max_batch_size": self.u2net_max_batch_size,
-            "batch_wait_timeout_s": self.u2net_batch_wait_timeout_s,
-        }
+        return self.group(U2NET).user_config()
 
     def routing_user_config(self) -> dict[str, str | bool | float]:
-        """Routing settings the ingress applies in `reconfigure`, without a restart."""
-        return {
-            "model": self.model,
-            "fallback": self.fallback,
-            "rmbg_timeout_s": self.rmbg_timeout_s,
-            "u2net_timeout_s": self.u2net_timeout_s,
-        }
+        """Routing settings the ingress applies in `reconfigure`, without a restart: the
+        primary model, fallback on/off and each tier's `<prefix>_timeout_s`."""
+        config: dict[str, str | bool | float] = {"model": self.model, "fallback": self.fallback}
+        for name in TIERS:
+            config[timeout_setting(name)] = self.group(name).timeout_s
+        return config

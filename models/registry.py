@@ -4,7 +4,8 @@ Everything that runs a model (the service's replica groups, the CLI in-process, 
 jobs) looks a tier up here and builds its predictor with `load_predictor`, so they load
 the same weights the same way. A tier's load config is a frozen dataclass whose fields are
 its loader's arguments; the service builds it from its settings, the CLI from its flags.
-Adding a tier is its model module plus one `ModelTier` entry.
+Adding a tier is its model module plus one `ModelTier` entry (and, for the service, its
+`<prefix>_*` settings and a Serve deployment class that binds its load config).
 """
 
 from __future__ import annotations
@@ -93,7 +94,11 @@ def _u2net_input(config: U2NetLoadConfig, predictor: Any) -> ModelInputSpec:
 
 @dataclass(frozen=True)
 class ModelTier:
-    """One model tier: what `X-Model-Used` says, where it runs, how it loads."""
+    """One model tier: what `X-Model-Used` says, where it runs, how it loads.
+
+    The service reads everything it needs per tier from here (deployment, settings, role),
+    so its app builder, router and health report loop over `TIERS` instead of naming tiers.
+    """
 
     name: str
     #: the Serve deployment of its replica group
@@ -103,6 +108,17 @@ class ModelTier:
     load: Callable[[Any], MaskPredictor]
     #: the input the model works at, known once loaded (the service sends no more)
     input_size: Callable[[Any, Any], ModelInputSpec]
+    #: the model in operators' messages ("RMBG-2.0 cannot serve ...")
+    label: str
+    #: prefix of the tier's service settings: `<prefix>_num_cpus`, `BG_REMOVAL_<PREFIX>_...`
+    settings_prefix: str
+    #: the replica group's Serve deployment class as `module:attribute`, a string so that
+    #: `models` stays free of Ray (the service imports it)
+    replica_class: str
+    #: its replicas may claim a GPU (then `<prefix>_num_gpus` sets the share)
+    uses_gpu: bool = False
+    #: the tier that always answers: deployed in every mode, asked when the primary cannot
+    fallback: bool = False
 
 
 RMBG = "rmbg-2.0"
@@ -116,6 +132,10 @@ TIERS: dict[str, ModelTier] = {
         config_type=RMBGLoadConfig,
         load=_load_rmbg,
         input_size=_rmbg_input,
+        label="RMBG-2.0",
+        settings_prefix="rmbg",
+        replica_class="deployments.rmbg:RMBGDeployment",
+        uses_gpu=True,
     ),
     U2NET: ModelTier(
         name=U2NET,
@@ -124,8 +144,15 @@ TIERS: dict[str, ModelTier] = {
         config_type=U2NetLoadConfig,
         load=_load_u2net,
         input_size=_u2net_input,
+        label="U2-Net",
+        settings_prefix="u2net",
+        replica_class="deployments.u2net:U2NetDeployment",
+        fallback=True,
     ),
 }
+
+#: The tier that serves when the primary cannot (exactly one tier is marked `fallback`).
+(FALLBACK,) = [name for name, tier in TIERS.items() if tier.fallback]
 
 
 def get_tier(name: str) -> ModelTier:
