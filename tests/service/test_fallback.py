@@ -12,6 +12,7 @@ import ray
 from PIL import Image
 from ray import serve
 
+from deployments.settings import ServiceSettings
 from tests.support.http import health, post_image, wait_for
 from tests.support.onnx_models import write_u2net_shaped_onnx
 from tests.support.replicas import kill_replica, replica_actor_names
@@ -106,7 +107,8 @@ class TestInPlaceRollouts:
         self, deploy, url: str, pids: dict[str, int]
     ) -> None:
         handle = serve.get_deployment_handle("RMBG2", "faults")
-        assert handle.status.remote().result()["max_batch_size"] == 8
+        default = ServiceSettings.model_fields["rmbg_max_batch_size"].default
+        assert handle.status.remote().result()["max_batch_size"] == default
         deploy("faults", deployments=_rmbg_batching(max_batch_size=3, batch_wait_timeout_s=0.2))
         after = handle.status.remote().result()
         assert after["max_batch_size"] == 3
