@@ -85,20 +85,16 @@ def _read_background(path: Path | None) -> bytes | None:
         raise UsageError(f"--bg-image {path}: {exc.strerror or exc}", code="bad_bg_image") from None
 
 
-def prepare(
-    args: argparse.Namespace, *, format_hint: str | None = None, default_instances: int = 1
-) -> Prepared:
+def prepare(args: argparse.Namespace, *, format_hint: str | None = None) -> Prepared:
     """Check the flags of `bgremove.flags` (``format_hint``, from an output file name,
-    applies when ``--format`` is not given); `UsageError` or `SetupError` if they are wrong.
-    ``default_instances``: model instances when ``--instances`` is not given."""
+    applies when ``--format`` is not given); `UsageError` or `SetupError` if they are wrong."""
     remote = args.url is not None
-    instances = getattr(args, "instances", None)
-    if remote and (args.model is not None or args.threads is not None or instances):
+    if remote and (args.model is not None or args.threads is not None or args.instances):
         raise UsageError(
             "--model, --threads and --instances choose the in-process model; with --url the "
             "service routes to its own models (each result's model is reported)"
         )
-    instances = instances or default_instances
+    instances = args.instances or 1
     settings = cli_settings(args.model, args.threads, instances)
     try:
         presets = preset_fields(load_presets(settings.presets_file))

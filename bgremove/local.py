@@ -98,7 +98,7 @@ def load_masker(settings: ServiceSettings, instances: int = 1) -> LocalMasker:
     """Load ``settings.model``'s predictor as the service's replica would (weights resolved,
     runtime chosen or read from the tuning cache, warmed up), ``instances`` times.
 
-    Several instances share the CPUs (`cli_settings` splits them): see `default_instances`.
+    Several instances share the CPUs (`cli_settings` splits them; see `--instances`).
     Every instance after the first reuses the first one's measured runtime choice.
     """
     name = settings.model
