@@ -24,7 +24,13 @@ from starlette.datastructures import UploadFile
 from deployments.admission import DeadlineAdmission, PixelBudget, Reservation
 from deployments.errors import OverloadedError, install_error_handlers
 from deployments.guard import RequestGuard, key_is_valid, presented_key
-from deployments.routing import GroupMonitor, GroupState, MaskRouter, RoutingConfig
+from deployments.routing import (
+    GroupMonitor,
+    GroupState,
+    MaskRouter,
+    RoutingConfig,
+    status_handles,
+)
 from deployments.webpage import web_page_response
 from imaging.errors import ImageTooLargeError, InvalidOptionError
 from imaging.foreground import warmup as warm_up_edges
@@ -190,7 +196,7 @@ class Ingress:
         # Whole requests (decode, masks, compose, encode) share this replica's CPUs: past
         # what it can answer in time, a request is refused at the door, before its body.
         self._door = DeadlineAdmission()
-        self._monitor = GroupMonitor(groups, config.status_poll_interval_s)
+        self._monitor = GroupMonitor(status_handles(groups), config.status_poll_interval_s)
         self._router = MaskRouter(groups, self._monitor, config.retry_after_s)
         self._requests = Counter(
             "bg_removal_requests",

@@ -89,6 +89,8 @@ class RoutingConfig:
 STALE_POLLS = 5
 #: Most status calls per group and poll: each call reaches one replica, picked by Serve.
 MAX_STATUS_CALLS = 8
+#: How long a status call may wait for a replica busy with masks, s.
+STATUS_CALL_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -138,11 +140,27 @@ class GroupState:
             return f"load_failed:{error.get('code', 'unknown')}"
         return None
 
-    def observe(self, statuses: list[dict[str, Any]], now: float, stale_after_s: float) -> None:
+    def observe(
+        self,
+        statuses: list[dict[str, Any]],
+        now: float,
+        stale_after_s: float,
+        complete: bool = True,
+    ) -> None:
+        """Record a poll's answers; forget replicas not seen for `stale_after_s`.
+
+        A poll with unanswered calls (``complete=False``: every replica busy with masks
+        past the call's timeout) says nothing about who is gone, so then a replica is only
+        forgotten while more are known than Serve runs: a saturated group keeps its live
+        count instead of being taken for dead (and shed) because it is busy.
+        """
         for status in statuses:
             self.replicas[str(status.get("replica_id"))] = (status, now)
-        for replica_id, (_, seen) in list(self.replicas.items()):
-            if now - seen > stale_after_s:
+        oldest_first = sorted(self.replicas.items(), key=lambda item: item[1][1])
+        for replica_id, (_, seen) in oldest_first:
+            if now - seen <= stale_after_s:
+                break
+            if complete or len(self.replicas) > self.running_replicas:
                 del self.replicas[replica_id]
 
 
@@ -163,10 +181,26 @@ class GroupBusyError(Exception):
 OVERLOADED = (BackPressureError, GroupBusyError)
 
 
-class GroupMonitor:
-    """Polls Serve's status and every replica's `status()` in the background."""
+def status_handles(groups: Mapping[str, DeploymentHandle]) -> dict[str, DeploymentHandle]:
+    """New handles to the same groups, for `GroupMonitor`'s polls.
 
-    def __init__(self, handles: dict[str, DeploymentHandle], interval_s: float) -> None:
+    Each handle has its own router and its own queue bound (`max_queued_requests`): on
+    the masks' handle a status call waiting for a busy replica would hold a place in
+    the masks' queue, and a mask would be refused (503) for it.
+    """
+    return {
+        name: serve.get_deployment_handle(handle.deployment_name, handle.app_name)
+        for name, handle in groups.items()
+    }
+
+
+class GroupMonitor:
+    """Polls Serve's status and every replica's `status()` in the background.
+
+    Give it its own handles (`status_handles`), not the ones masks travel on.
+    """
+
+    def __init__(self, handles: Mapping[str, DeploymentHandle], interval_s: float) -> None:
         self._handles = handles
         self._interval_s = interval_s
         self.states = {name: GroupState() for name in handles}
@@ -206,22 +240,23 @@ class GroupMonitor:
                 state.replica_states = states
                 state.running_replicas = states.get("RUNNING", 0)
                 state.updated_at = now
-                statuses = await self._poll(name, state.running_replicas)
-                state.observe(statuses, now, STALE_POLLS * self._interval_s)
+                statuses, complete = await self._poll(name, state.running_replicas)
+                state.observe(statuses, now, STALE_POLLS * self._interval_s, complete)
 
-    async def _poll(self, name: str, running: int) -> list[dict[str, Any]]:
-        """Status of (very likely) every replica: Serve spreads concurrent calls over them."""
+    async def _poll(self, name: str, running: int) -> tuple[list[dict[str, Any]], bool]:
+        """Status of (very likely) every replica: Serve spreads concurrent calls over them.
+        Also whether every call was answered."""
         if not running:
-            return []
+            return [], True
         calls = [
-            asyncio.wait_for(self._handles[name].status.remote(), timeout=5)
+            asyncio.wait_for(self._handles[name].status.remote(), timeout=STATUS_CALL_TIMEOUT_S)
             for _ in range(min(2 * running, MAX_STATUS_CALLS))
         ]
         results = await asyncio.gather(*calls, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             logger.warning("status of %s: %d call(s) failed: %r", name, len(failures), failures[0])
-        return [r for r in results if isinstance(r, dict)]
+        return [r for r in results if isinstance(r, dict)], not failures
 
     def note_load_failure(self, name: str, replica_id: str | None, code: str, message: str) -> None:
         """A request met a replica that failed to load: remember it until the next poll."""
