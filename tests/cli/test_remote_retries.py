@@ -8,13 +8,11 @@ is what it cannot give, hence this scripted server.
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from PIL import Image
 from bgremove.cli import main
 from bgremove.remote import MAX_RETRY_AFTER_S, backoff_s, retry_after_s
 from tests.cli.conftest import IMAGES
+from tests.support.stub_server import Reply, Request, error_reply, stub_server
 
 
 def _png() -> bytes:
@@ -45,41 +44,20 @@ class Script:
             index = min(len(self.requests), len(self.answers)) - 1
             return self.answers[index]
 
+    def reply(self, request: Request) -> Reply:
+        """The next scripted answer as the service would send it: a PNG, or its JSON error."""
+        status, headers = self.next(request.headers, request.body)
+        if status == 200:
+            return Reply(status, _png(), "image/png", {"X-Model-Used": "u2net", **headers})
+        code = {503: "overloaded", 401: "unauthorized"}.get(status, "error")
+        return error_reply(status, code, f"said {status}", headers)
+
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, Script]]:
     script = Script([(200, {})])
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            status, headers = script.next(dict(self.headers), body)
-            if status == 200:
-                payload, ctype = _png(), "image/png"
-                headers = {"X-Model-Used": "u2net", **headers}
-            else:
-                code = {503: "overloaded", 401: "unauthorized"}.get(status, "error")
-                payload = json.dumps({"error": {"code": code, "message": f"said {status}"}})
-                payload, ctype = payload.encode(), "application/json"
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(payload)))
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", script
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with stub_server(script.reply) as url:
+        yield url, script
 
 
 def test_retry_after_parsing() -> None:

@@ -305,15 +305,22 @@ def test_fetch_models_script_uses_same_resolution(
     assert "weights_checksum" in capsys.readouterr().err
 
 
-def test_fetch_rmbg_maps_hub_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_fetch_models_script_maps_hub_errors(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """scripts/fetch_models.py --rmbg: an unreachable hub is the loader's typed error, exit 2."""
     import huggingface_hub
     from huggingface_hub import errors as hf_errors
 
-    from scripts import fetch_models
+    from scripts.fetch_models import main
 
     def offline(*args: object, **kwargs: object) -> None:
         raise hf_errors.LocalEntryNotFoundError("cannot reach the hub")
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    with pytest.raises(NetworkUnavailableError, match=r"huggingface\.co"):
-        fetch_models.fetch_rmbg(cache_dir=tmp_path)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    shutil.copy(U2NETP, home / "u2netp.onnx")
+    argv = ["--model", "u2netp", "--home", str(home), "--no-progress", "--rmbg"]
+    assert main([*argv, "--hf-cache", str(home.parent / "hf")]) == 2
+    captured = capsys.readouterr()
+    assert "source=u2net_home" in captured.out  # the u2net tier is still fetched
+    assert f"error [{NetworkUnavailableError.code}] briaai/RMBG-2.0:" in captured.err

@@ -5,10 +5,8 @@ Retry-After honoured on the way to the real service."""
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -18,6 +16,7 @@ from PIL import Image
 
 from bgremove.cli import main
 from imaging.compose import subject_bbox
+from tests.support.stub_server import Reply, Request, error_reply, stub_server
 
 IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
 
@@ -79,61 +78,40 @@ class _OverloadedOnce:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.times: list[float] = []
-        proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                proxy.times.append(time.monotonic())
-                if len(proxy.times) == 1:
-                    payload = b'{"error":{"code":"overloaded","message":"busy"}}'
-                    status, headers = 503, {"Retry-After": "1"}
-                    ctype = "application/json"
-                else:
-                    answer = httpx.post(
-                        proxy.upstream + self.path,
-                        content=body,
-                        headers={"Content-Type": self.headers["Content-Type"]},
-                        timeout=120,
-                    )
-                    payload, status = answer.content, answer.status_code
-                    ctype = answer.headers["content-type"]
-                    headers = {"X-Model-Used": answer.headers.get("X-Model-Used", "")}
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(payload)))
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+    def __call__(self, request: Request) -> Reply:
+        self.times.append(time.monotonic())
+        if len(self.times) == 1:
+            return error_reply(503, "overloaded", "busy", {"Retry-After": "1"})
+        answer = httpx.post(
+            self.upstream + request.path,
+            content=request.body,
+            headers={"Content-Type": request.headers["Content-Type"]},
+            timeout=120,
+        )
+        return Reply(
+            answer.status_code,
+            answer.content,
+            answer.headers["content-type"],
+            {"X-Model-Used": answer.headers.get("X-Model-Used", "")},
+        )
 
 
 @pytest.fixture
-def overloaded_once(u2netp_app: str) -> Iterator[_OverloadedOnce]:
+def overloaded_once(u2netp_app: str) -> Iterator[tuple[str, _OverloadedOnce]]:
     proxy = _OverloadedOnce(u2netp_app)
-    thread = threading.Thread(target=proxy.server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield proxy
-    finally:
-        proxy.server.shutdown()
-        proxy.server.server_close()
+    with stub_server(proxy) as url:
+        yield url, proxy
 
 
-def test_retry_after_then_the_real_answer(overloaded_once: _OverloadedOnce, tmp_path: Path) -> None:
+def test_retry_after_then_the_real_answer(
+    overloaded_once: tuple[str, _OverloadedOnce], tmp_path: Path
+) -> None:
+    url, proxy = overloaded_once
     out = tmp_path / "whisk.png"
-    argv = ["i", str(IMAGES / "whisk.png"), str(out), "--url", overloaded_once.url]
+    argv = ["i", str(IMAGES / "whisk.png"), str(out), "--url", url]
     assert main(argv) == 0
-    first, second = overloaded_once.times
+    first, second = proxy.times
     assert second - first >= 0.95
     image = _image(out)
     assert image.mode == "RGBA" and image.size == (400, 300)
