@@ -18,7 +18,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from bgremove import batch, fetch, folder, single
+from bgremove import batch, fetch, folder, quantize, single
 from bgremove.errors import CLIError
 
 AddParser = Callable[[argparse._SubParsersAction], None]
@@ -28,6 +28,7 @@ SUBCOMMANDS: list[AddParser] = [
     single.add_parser,
     folder.add_parser,
     fetch.add_parser,
+    quantize.add_parser,
     batch.add_parser,
 ]
 
@@ -37,6 +38,7 @@ in-process (no Ray, no server) or sent to a running service with --url.
 
 examples:
   bgremove fetch                                  # fetch the u2net weights once
+  bgremove quantize --images photos/              # INT8 u2net for this CPU, if in tolerance
   bgremove i photo.jpg cutout.png                 # one image
   bgremove p photos/ cutouts/ -r                  # a folder, resumable
   bgremove p photos/ listings/ --preset marketplace-white

@@ -149,10 +149,10 @@ class ServiceSettings(BaseSettings):
     u2net_runtime: U2NetRuntime = Field(
         "auto", description="auto: the faster of ONNX Runtime and OpenVINO, measured at start."
     )
-    u2net_precision: Literal["auto", "f32", "bf16"] = Field(
+    u2net_precision: Literal["auto", "f32", "bf16", "int8"] = Field(
         "auto",
         description="auto: measured; bf16 is a candidate only for rembg's u2net, exact "
-        "resizing, on CPUs with native bf16.",
+        "resizing, on CPUs with native bf16; int8 once `bgremove quantize` made it here.",
     )
     u2net_resize: Literal["auto", "fast", "exact"] = Field(
         "auto", description="auto: exact with bf16, fast with f32; exact+ORT = rembg's bits."

@@ -78,3 +78,9 @@ class OutOfMemoryError(ModelError):
     """The device ran out of memory for this batch (CUDA OOM); smaller batches may fit."""
 
     code = "out_of_memory"
+
+
+class Int8UnavailableError(ModelError):
+    """INT8 U2-Net cannot be made or used for these weights here (no recipe, no nncf)."""
+
+    code = "int8_unavailable"

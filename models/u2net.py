@@ -16,13 +16,16 @@ Speed-ups, all measured against that reference (docs/benchmarks.md, "U2-Net mode
 step 3 is a 256-entry lookup table per channel (bit-identical); step 2 and 5
 can use ``resize="fast"`` (Pillow's ``reducing_gap=3`` box pre-reduction for
 large inputs, BICUBIC for the upscale); step 4 can run on OpenVINO, in f32 or,
-for rembg's u2net with exact resizing on CPUs with native bf16, in bf16. Which
+for rembg's u2net with exact resizing on CPUs with native bf16, in bf16, or for
+rembg's u2net in INT8 once `bgremove quantize` has made and checked it on this
+CPU (``models.u2net_int8``). Which
 runtime, precision and thread count is fastest depends on the CPU, so
 ``load`` times the candidates where it runs (``models.u2net_tuning``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -34,8 +37,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from PIL import Image
 
-from models.errors import CorruptWeightsError, ModelError
+from models.errors import CorruptWeightsError, Int8UnavailableError, ModelError
 from models.hardware import usable_cpus as default_threads
+from models.u2net_int8 import usable_int8
 from models.u2net_tuning import (
     Candidate,
     Plan,
@@ -53,7 +57,7 @@ log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "onnxruntime", "openvino"]
 ResizeMode = Literal["exact", "fast"]
-Precision = Literal["f32", "bf16"]
+Precision = Literal["f32", "bf16", "int8"]
 Selection = Literal["measured", "cached", "pinned"]
 
 #: ImageNet statistics, as rembg's U2-Net sessions pass them to ``normalize``
@@ -247,22 +251,31 @@ class U2NetPredictor:
         # bad options fail before any download
         if resize != "auto":
             resize_filters(resize)
-        if precision not in ("auto", "f32", "bf16"):
-            raise ValueError(f"precision must be 'auto', 'f32' or 'bf16', not {precision!r}")
+        if precision not in ("auto", "f32", "bf16", "int8"):
+            raise ValueError(
+                f"precision must be 'auto', 'f32', 'bf16' or 'int8', not {precision!r}"
+            )
         if runtime not in ("auto", "onnxruntime", "openvino"):
             raise ValueError(
                 f"runtime must be 'auto', 'onnxruntime' or 'openvino', not {runtime!r}"
             )
         ov_installed = openvino_available()
-        if precision == "bf16" and (
+        if precision in ("bf16", "int8") and (
             runtime == "onnxruntime" or (runtime == "auto" and not ov_installed)
         ):
-            raise ValueError("precision='bf16' needs runtime='openvino' (and openvino installed)")
+            raise ValueError(
+                f"precision={precision!r} needs runtime='openvino' (and openvino installed)"
+            )
         weights = resolve_u2net_weights(
             model_name, path=path, home=home, allow_download=allow_download, validate=False
         )
         pinned_threads = threads if threads and threads > 0 else None
         cpus = default_threads()
+        int8_model, int8_why = None, "precision or runtime pinned to another choice"
+        if ov_installed and precision in ("auto", "int8") and runtime in ("auto", "openvino"):
+            int8_model, int8_why = usable_int8(weights)
+            if precision == "int8" and int8_model is None:
+                raise Int8UnavailableError(f"precision='int8' for {weights.name}: {int8_why}")
         plan = plan_candidates(
             model_name=weights.name,
             rembg_file=_is_rembg_file(weights),
@@ -272,11 +285,14 @@ class U2NetPredictor:
             resize=resize,
             cpus=cpus,
             openvino_installed=ov_installed,
+            int8_exclusion=None if int8_model is not None else int8_why,
         )
 
         def build(c: Candidate) -> tuple[_Session, Callable[[], object]]:
             if c.runtime == "onnxruntime":
                 session = _load_onnxruntime(weights.path, c.threads)
+            elif c.precision == "int8" and int8_model is not None:
+                session = _load_openvino(int8_model, c.threads, "f32")
             else:
                 session = _load_openvino(weights.path, c.threads, c.precision)
             x = timing_input(session.input_size)
@@ -290,7 +306,7 @@ class U2NetPredictor:
             session, _ = build(chosen)
             selection: Selection = "pinned"
         else:
-            cache = _tuning_cache(tuning_cache_dir, weights, plan, cpus, pinned_threads)
+            cache = _tuning_cache(tuning_cache_dir, weights, plan, cpus, pinned_threads, int8_model)
             picked = select_cached(plan.candidates, build, cache)
             chosen, session, timings = picked.candidate, picked.session, picked.timings_ms
             excluded.update(picked.failed)
@@ -405,12 +421,18 @@ def _tuning_cache(
     plan: Plan,
     cpus: int,
     threads: int | None,
+    int8_model: Path | None = None,
 ) -> SelectionCache | None:
-    """Where this load's measured choice is recorded, under which key (None: no cache)."""
+    """Where this load's measured choice is recorded, under which key (None: no cache).
+    A new INT8 model (its report, which holds its hash) makes a new key."""
     if not cache_dir:
         return None
+    model = model_identity(weights.path, weights.md5)
+    if int8_model is not None:
+        report = int8_model.with_suffix(".json")
+        model["int8_report_sha256"] = hashlib.sha256(report.read_bytes()).hexdigest()
     key = selection_key(
-        model=model_identity(weights.path, weights.md5),
+        model=model,
         candidates=plan.candidates,
         cpus=cpus,
         threads=threads,

@@ -152,6 +152,7 @@ def plan_candidates(
     cpus: int,
     openvino_installed: bool,
     cpu_bf16: Callable[[], bool] = cpu_has_native_bf16,
+    int8_exclusion: str | None = "no INT8 model",
 ) -> Plan:
     """Every (runtime, precision, threads) the caller's pins allow and the masks tolerate.
 
@@ -159,6 +160,8 @@ def plan_candidates(
     anything else is a pin and restricts the candidates. bf16 is offered only
     when precision is ``auto`` and :func:`bf16_exclusion` finds nothing; a
     pinned ``bf16`` is the caller's call. ``cpu_bf16`` is asked only when it matters.
+    OpenVINO INT8 is offered (precision ``auto`` or ``int8``) when ``int8_exclusion``
+    is None: an INT8 model checked within tolerance on this CPU (``models.u2net_int8``).
     """
     excluded: dict[str, str] = {}
     if runtime == "auto":
@@ -169,7 +172,7 @@ def plan_candidates(
             excluded["openvino"] = "openvino is not installed"
     else:
         runtimes = [runtime]
-    if precision == "bf16":
+    if precision in ("bf16", "int8"):
         runtimes = [r for r in runtimes if r == "openvino"]
     counts = thread_options(threads, cpus)
     if threads is None and len(counts) == 1:
@@ -188,6 +191,10 @@ def plan_candidates(
                 precisions.append("bf16")
             else:
                 excluded["openvino/bf16"] = why_not
+            if int8_exclusion is None:
+                precisions.append("int8")
+            else:
+                excluded["openvino/int8"] = int8_exclusion
         else:
             precisions = ["f32"]
         candidates += [Candidate(rt, p, n) for n in counts for p in precisions]

@@ -1,0 +1,298 @@
+"""U2-Net in INT8: made once where it will run, from the operator's photos, kept only
+within rembg's tolerance.
+
+Why: on CPUs without native bf16 (AVX2 only) the f32 network is most of every U2-Net
+request. INT8 ran rembg's ``u2net`` 1.9-2.1x faster than f32 on a 2-core AVX2 AMD EPYC
+with every shared photo within tolerance, but only with 4 of its 168 convolutions left in
+f32 (found by NNCF's accuracy-control loop; with all of them INT8 every photo was out:
+docs/benchmarks.md, `benchmarks/explore_u2net_int8.py`). ``u2netp`` in INT8 is far out of
+tolerance, so only ``u2net`` has a recipe.
+
+INT8 kernels differ by instruction set, so the tolerance is checked where the model will
+run and the report records the CPU: the runtime choice (``models.u2net``) offers INT8 only
+for the weights it was made from, on a CPU with the same feature flags, while the file is
+the one that was checked. Quantizing needs ``nncf`` (``pip install nncf``); serving the
+result needs only OpenVINO.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from models.errors import Int8UnavailableError
+from models.hardware import cpu_name
+from models.u2net_tuning import cpu_flags_digest, package_version
+from models.u2net_weights import U2NetWeights, model_spec
+
+log = logging.getLogger("models.u2net")
+
+#: rembg's tolerance, per photo: mean |diff| (0-255) and share of pixels off by > 32
+MAX_MEAN_DIFF = 1.0
+MAX_OFF_PERCENT = 0.5
+#: layout of the report file; bump it and older reports are ignored
+REPORT_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How one model file is quantized: which convolutions stay f32, how it is calibrated."""
+
+    #: OpenVINO friendly names of the operations left in f32
+    float_ops: tuple[str, ...]
+    #: calibration inputs: random 50-100% crops of the photos, half flipped
+    calibration: int = 64
+    seed: int = 0
+
+
+#: by rembg model name; applies to rembg's own file only (checked by MD5)
+RECIPES: dict[str, Int8Recipe] = {
+    "u2net": Int8Recipe(
+        float_ops=(
+            "Conv_685/WithoutBiases",
+            "Conv_787/WithoutBiases",
+            "Conv_818/WithoutBiases",
+            "Conv_920/WithoutBiases",
+        )
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PhotoCheck:
+    """One check photo: the INT8 mask against the f32 one, at the photo's own size."""
+
+    name: str
+    size: tuple[int, int]
+    mean_diff: float
+    off_percent: float
+
+    @property
+    def within(self) -> bool:
+        return self.mean_diff <= MAX_MEAN_DIFF and self.off_percent <= MAX_OFF_PERCENT
+
+
+@dataclass
+class Int8Report:
+    """What was made, from what, where, and how its masks compared."""
+
+    model: str
+    source_md5: str
+    recipe: dict[str, Any]
+    cpu: str
+    cpu_flags_sha256: str | None
+    versions: dict[str, str | None]
+    photos: list[PhotoCheck]
+    ir_sha256: str | None = None
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    schema: int = REPORT_SCHEMA
+
+    @property
+    def within_tolerance(self) -> bool:
+        return bool(self.photos) and all(p.within for p in self.photos)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["within_tolerance"] = self.within_tolerance
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Int8Report:
+        values = {k: v for k, v in data.items() if k != "within_tolerance"}
+        values["photos"] = [
+            PhotoCheck(p["name"], tuple(p["size"]), p["mean_diff"], p["off_percent"])
+            for p in values["photos"]
+        ]
+        return cls(**values)
+
+
+def int8_files(weights: U2NetWeights) -> tuple[Path, Path]:
+    """Where the INT8 model (IR ``.xml``, with its ``.bin``) and its report live: beside
+    the weights, so a model volume carries them to every replica."""
+    stem = weights.path.with_suffix("")
+    return stem.with_suffix(".int8.xml"), stem.with_suffix(".int8.json")
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _recipe_for(weights: U2NetWeights) -> Int8Recipe:
+    recipe = RECIPES.get(weights.name)
+    if recipe is None:
+        raise Int8UnavailableError(
+            f"no INT8 recipe for {weights.name!r}: only {sorted(RECIPES)} stay within "
+            "rembg's tolerance in INT8 (u2netp is far out)"
+        )
+    if weights.source == "path" or weights.md5 != model_spec(weights.name).md5:
+        raise Int8UnavailableError(
+            f"{weights.path} is not rembg's {weights.name} file (MD5): the recipe's f32 "
+            "layers were found on that file only"
+        )
+    return recipe
+
+
+def usable_int8(weights: U2NetWeights) -> tuple[Path | None, str]:
+    """The INT8 model to offer for these weights on this machine, or None and why not."""
+    xml, report_path = int8_files(weights)
+    try:
+        _recipe_for(weights)
+    except Int8UnavailableError as exc:
+        return None, str(exc)
+    if not report_path.is_file() or not xml.is_file():
+        return None, f"no INT8 model beside {weights.path.name}: make one with `bgremove quantize`"
+    try:
+        report = Int8Report.from_dict(json.loads(report_path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None, f"{report_path} is unreadable ({exc}): run `bgremove quantize` again"
+    if report.schema != REPORT_SCHEMA or report.source_md5 != weights.md5:
+        return None, f"{report_path} was made from other weights: run `bgremove quantize` again"
+    if not report.within_tolerance:
+        return None, f"{report_path}: masks out of rembg's tolerance on the check photos"
+    if report.cpu_flags_sha256 != cpu_flags_digest():
+        return None, (
+            f"checked on another CPU ({report.cpu}); INT8 kernels differ by instruction set: "
+            "run `bgremove quantize` on this one"
+        )
+    if report.ir_sha256 != _sha256(xml.with_suffix(".bin")):
+        return None, f"{xml.with_suffix('.bin')} is not the file that was checked"
+    return xml, ""
+
+
+def calibration_inputs(
+    images: Sequence[np.ndarray], count: int, seed: int, size: tuple[int, int]
+) -> list[np.ndarray]:
+    """Model inputs from random crops (50-100% of each side, half flipped) of the photos."""
+    from models.u2net import preprocess
+
+    rng = np.random.default_rng(seed)
+    inputs = []
+    for i in range(count):
+        image = Image.fromarray(images[i % len(images)])
+        width, height = image.size
+        scale = rng.uniform(0.5, 1.0)
+        cw, ch = max(1, int(width * scale)), max(1, int(height * scale))
+        x0, y0 = int(rng.integers(0, width - cw + 1)), int(rng.integers(0, height - ch + 1))
+        crop = image.crop((x0, y0, x0 + cw, y0 + ch))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        inputs.append(preprocess(np.asarray(crop), size)[None])
+    return inputs
+
+
+def _compile(core: Any, model: Any, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    compiled = core.compile_model(
+        model,
+        "CPU",
+        {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1",
+            "INFERENCE_NUM_THREADS": str(threads),
+            "INFERENCE_PRECISION_HINT": "f32",
+            "ENABLE_CPU_PINNING": False,
+        },
+    )
+    return lambda x: compiled(x)[0]
+
+
+def quantize_u2net(
+    weights: U2NetWeights,
+    photos: Sequence[tuple[str, np.ndarray]],
+    *,
+    threads: int | None = None,
+    calibration: int | None = None,
+) -> Int8Report:
+    """Quantize rembg's file by its recipe, check every photo, write the model if all pass.
+
+    ``photos`` are (name, RGB uint8 array): crops of them calibrate, the whole photos are
+    checked (INT8 with the service's fast resizing against f32 with rembg's exact one).
+    The report is written either way; the INT8 model only when every photo is within
+    tolerance (an older one is removed otherwise, so it is never offered).
+    """
+    from models.hardware import usable_cpus
+    from models.u2net import postprocess, preprocess, resize_filters
+
+    recipe = _recipe_for(weights)
+    if not photos:
+        raise ValueError("quantize needs at least one photo")
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as exc:
+        raise Int8UnavailableError(
+            f"quantizing needs nncf and openvino ({exc}): pip install nncf"
+        ) from exc
+    threads = threads or usable_cpus()
+    core = ov.Core()
+    model = core.read_model(str(weights.path))
+    shape = model.inputs[0].get_partial_shape()
+    size = (shape[3].get_length(), shape[2].get_length())
+    arrays = [array for _, array in photos]
+    inputs = calibration_inputs(arrays, calibration or recipe.calibration, recipe.seed, size)
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(inputs),
+        preset=nncf.QuantizationPreset.MIXED,
+        subset_size=len(inputs),
+        ignored_scope=nncf.IgnoredScope(names=list(recipe.float_ops)),
+    )
+    f32, int8 = _compile(core, model, threads), _compile(core, quantized, threads)
+    gap, upscale = resize_filters("fast")
+    checks = []
+    for name, rgb in photos:
+        height, width = rgb.shape[:2]
+        reference = postprocess(
+            f32(preprocess(rgb, size)[None])[0, 0], (width, height), Image.Resampling.LANCZOS
+        )
+        mask = postprocess(int8(preprocess(rgb, size, gap)[None])[0, 0], (width, height), upscale)
+        diff = np.abs(mask.astype(np.int16) - reference.astype(np.int16))
+        checks.append(
+            PhotoCheck(
+                name,
+                (width, height),
+                round(float(diff.mean()), 4),
+                round(float((diff > 32).mean() * 100), 4),
+            )
+        )
+    report = Int8Report(
+        model=weights.name,
+        source_md5=str(weights.md5),
+        recipe={**asdict(recipe), "calibration": len(inputs)},
+        cpu=cpu_name(),
+        cpu_flags_sha256=cpu_flags_digest(),
+        versions={name: package_version(name) for name in ("nncf", "openvino")},
+        photos=checks,
+    )
+    xml, report_path = int8_files(weights)
+    if report.within_tolerance:
+        with tempfile.TemporaryDirectory(dir=xml.parent) as tmp:
+            staged = Path(tmp) / xml.name
+            ov.save_model(quantized, str(staged))
+            report.ir_sha256 = _sha256(staged.with_suffix(".bin"))
+            os.replace(staged.with_suffix(".bin"), xml.with_suffix(".bin"))
+            os.replace(staged, xml)
+    else:
+        for stale in (xml, xml.with_suffix(".bin")):
+            stale.unlink(missing_ok=True)
+    report_path.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    log.info(
+        "INT8 %s: %s; worst mean |diff| %.3f, worst %% > 32 %.3f; report %s",
+        weights.name,
+        "within tolerance" if report.within_tolerance else "OUT of tolerance, not written",
+        max(p.mean_diff for p in checks),
+        max(p.off_percent for p in checks),
+        report_path,
+    )
+    return report

@@ -1,0 +1,183 @@
+"""INT8 u2net: made by `bgremove quantize` on the real u2net with the shared photos, then
+checked against rembg's own masks, offered to the runtime choice, and refused when the
+file, the CPU or the weights are not the ones it was checked with.
+
+Quantizing takes about 1.5 minutes on 2 cores (once for the module)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bgremove.cli import main as bgremove
+from models.errors import Int8UnavailableError
+from models.hardware import usable_cpus
+from models.u2net import U2NetPredictor, openvino_available
+from models.u2net_int8 import int8_files, usable_int8
+from models.u2net_tuning import plan_candidates
+from models.u2net_weights import resolve_u2net_weights
+from tests.models.test_u2net import (
+    FAR_FRACTION_MAX,
+    IMAGES,
+    MAD_MAX,
+    REAL_CASE_IDS,
+    REAL_CASES,
+    U2NETP,
+    RembgReference,
+    mask_diff,
+    require_real_u2net,
+)
+
+pytestmark = [
+    pytest.mark.usefixtures("no_network"),
+    pytest.mark.skipif(not openvino_available(), reason="openvino not installed"),
+]
+
+
+def _home_with_u2net(folder: Path) -> Path:
+    """A U2-Net home of its own holding (a link to) the real u2net.onnx."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "u2net.onnx").symlink_to(require_real_u2net() / "u2net.onnx")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def int8_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A home where `bgremove quantize` made the INT8 model from the shared photos."""
+    home = _home_with_u2net(tmp_path_factory.mktemp("int8") / "home")
+    status = bgremove(["quantize", "--images", str(IMAGES), "--home", str(home)])
+    assert status == 0, "u2net in INT8 out of tolerance on the shared photos on this CPU"
+    yield home
+
+
+@pytest.fixture(scope="module")
+def int8_predictor(int8_home: Path) -> U2NetPredictor:
+    return U2NetPredictor.load(
+        "u2net", home=int8_home, precision="int8", threads=usable_cpus(), allow_download=False
+    )
+
+
+@pytest.fixture(scope="module")
+def rembg_u2net() -> RembgReference:
+    return RembgReference("u2net", require_real_u2net())
+
+
+def test_quantize_writes_the_model_and_a_report_beside_the_weights(int8_home: Path) -> None:
+    weights = resolve_u2net_weights("u2net", home=int8_home, allow_download=False)
+    xml, report_path = int8_files(weights)
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    report = json.loads(report_path.read_text())
+    assert report["within_tolerance"] is True
+    assert len(report["photos"]) == len([p for p in IMAGES.iterdir() if p.suffix != ".md"])
+    assert report["recipe"]["float_ops"] and report["versions"]["nncf"]
+    assert usable_int8(weights) == (xml, "")
+
+
+@pytest.mark.parametrize(("image", "width"), REAL_CASES, ids=REAL_CASE_IDS)
+def test_int8_masks_are_within_rembgs_tolerance(
+    int8_predictor: U2NetPredictor,
+    rembg_u2net: RembgReference,
+    image: str,
+    width: int | None,
+) -> None:
+    assert int8_predictor.info.precision == "int8"
+    assert int8_predictor.info.resize == "fast"
+    rgb, reference = rembg_u2net(image, width)
+    (ours,) = int8_predictor.predict([rgb])
+    mad, far = mask_diff(ours, reference)
+    assert mad <= MAD_MAX and far <= FAR_FRACTION_MAX, (mad, far)
+
+
+def test_auto_times_int8_against_the_other_runtimes(int8_home: Path) -> None:
+    predictor = U2NetPredictor.load("u2net", home=int8_home, allow_download=False)
+    labels = set(predictor.info.timings_ms)
+    assert any(label.startswith("openvino/int8/") for label in labels), labels
+    assert any(label.startswith("openvino/f32/") for label in labels), labels
+    assert "openvino/int8" not in predictor.info.excluded
+    fastest = min(predictor.info.timings_ms, key=predictor.info.timings_ms.__getitem__)
+    assert predictor.info.label == fastest
+
+
+def _copy_home(int8_home: Path, to: Path) -> Path:
+    home = _home_with_u2net(to)
+    for path in int8_home.iterdir():
+        if ".int8." in path.name:
+            shutil.copy(path, home / path.name)
+    return home
+
+
+def test_a_changed_int8_file_is_not_offered(int8_home: Path, tmp_path: Path) -> None:
+    home = _copy_home(int8_home, tmp_path / "home")
+    weights = resolve_u2net_weights("u2net", home=home, allow_download=False)
+    assert usable_int8(weights)[0] is not None
+    binary = int8_files(weights)[0].with_suffix(".bin")
+    data = bytearray(binary.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    binary.write_bytes(bytes(data))
+    path, why = usable_int8(weights)
+    assert path is None and "not the file that was checked" in why
+
+
+def test_a_model_checked_on_another_cpu_is_not_offered(int8_home: Path, tmp_path: Path) -> None:
+    home = _copy_home(int8_home, tmp_path / "home")
+    weights = resolve_u2net_weights("u2net", home=home, allow_download=False)
+    report_path = int8_files(weights)[1]
+    report = json.loads(report_path.read_text())
+    report["cpu_flags_sha256"] = "0" * 64
+    report_path.write_text(json.dumps(report))
+    path, why = usable_int8(weights)
+    assert path is None and "another CPU" in why
+    predictor = U2NetPredictor.load("u2net", home=home, allow_download=False)
+    assert predictor.info.precision != "int8"
+    assert "another CPU" in predictor.info.excluded["openvino/int8"]
+
+
+def test_without_an_int8_model_auto_says_how_to_make_one(tmp_path: Path) -> None:
+    home = _home_with_u2net(tmp_path / "home")
+    weights = resolve_u2net_weights("u2net", home=home, allow_download=False)
+    path, why = usable_int8(weights)
+    assert path is None and "bgremove quantize" in why
+    with pytest.raises(Int8UnavailableError, match="bgremove quantize"):
+        U2NetPredictor.load("u2net", home=home, precision="int8", allow_download=False)
+
+
+def test_u2netp_has_no_recipe_and_quantize_refuses_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(U2NETP, home / "u2netp.onnx")
+    weights = resolve_u2net_weights("u2netp", home=home, allow_download=False)
+    path, why = usable_int8(weights)
+    assert path is None and "no INT8 recipe" in why
+    old = os.environ.get("BG_REMOVAL_U2NET_MODEL")
+    os.environ["BG_REMOVAL_U2NET_MODEL"] = "u2netp"
+    try:
+        assert bgremove(["quantize", "--images", str(IMAGES), "--home", str(home)]) == 2
+    finally:
+        if old is None:
+            del os.environ["BG_REMOVAL_U2NET_MODEL"]
+        else:
+            os.environ["BG_REMOVAL_U2NET_MODEL"] = old
+    assert not any(".int8." in p.name for p in home.iterdir())
+
+
+def test_plan_offers_int8_only_when_usable() -> None:
+    common = {
+        "model_name": "u2net",
+        "rembg_file": True,
+        "runtime": "auto",
+        "threads": None,
+        "resize": "auto",
+        "cpus": 2,
+        "openvino_installed": True,
+        "cpu_bf16": lambda: False,
+    }
+    offered = plan_candidates(precision="auto", int8_exclusion=None, **common)
+    assert "openvino/int8/2t" in [c.label for c in offered.candidates]
+    refused = plan_candidates(precision="auto", int8_exclusion="no INT8 model", **common)
+    assert all(c.precision != "int8" for c in refused.candidates)
+    assert refused.excluded["openvino/int8"] == "no INT8 model"
