@@ -26,7 +26,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -40,6 +39,8 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
+
+from models.hardware import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
@@ -100,6 +101,7 @@ def _start_ours(model: str, home: Path, port: int, threads: int) -> subprocess.P
                     "u2net_num_replicas": 1,
                     "ingress_num_cpus": 0.5,
                     "ingress_num_replicas": 1,
+                    "health_details": True,
                 },
             }
         ],
@@ -122,6 +124,14 @@ def _start_ours(model: str, home: Path, port: int, threads: int) -> subprocess.P
         lambda r: r.status_code == 200 and r.json().get("status") == "healthy",
     )
     return proc
+
+
+def _our_choice(port: int) -> dict[str, object]:
+    """The U2-Net runtime our replica chose, and the timings it chose by (health details)."""
+    health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=30).json()
+    status = health["models"]["u2net"]["status"] or {}
+    keys = ("runtime", "precision", "threads", "resize", "selection", "timings_ms")
+    return {key: status.get(key) for key in keys}
 
 
 def _start_rembg(venv: Path, home: Path, port: int) -> subprocess.Popen[bytes]:
@@ -171,7 +181,7 @@ def main() -> None:
 
     inputs = _inputs(args.images)
     ours_port, rembg_port = _free_port(), _free_port()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores")
     print("starting our service and rembg s ...", flush=True)
     ours_proc = _start_ours(args.model, home, ours_port, args.threads)
     try:
@@ -179,6 +189,8 @@ def main() -> None:
     except BaseException:
         _stop(ours_proc)  # a failed start must not leave our service running
         raise
+    choice = _our_choice(ours_port)
+    print(f"ours: {choice}", flush=True)
     session = new_session(args.model)
     client = httpx.Client(timeout=300)
 
@@ -248,10 +260,15 @@ def main() -> None:
         _stop(ours_proc)
         _stop(rembg_proc)
 
-    _report(rows, throughput, args)
+    _report(rows, throughput, args, choice)
 
 
-def _report(rows: list[dict], throughput: dict[str, float], args: argparse.Namespace) -> None:
+def _report(
+    rows: list[dict],
+    throughput: dict[str, float],
+    args: argparse.Namespace,
+    choice: dict[str, object],
+) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     lines = [
         f"model `{args.model}`, {args.repeats} repeats (median), "
@@ -280,7 +297,7 @@ def _report(rows: list[dict], throughput: dict[str, float], args: argparse.Names
     print("\n" + text)
     (args.out / "results.md").write_text(text + "\n")
     (args.out / "results.json").write_text(
-        json.dumps({"rows": rows, "throughput": throughput}, indent=2)
+        json.dumps({"rows": rows, "throughput": throughput, "ours": choice}, indent=2)
     )
 
 
