@@ -31,6 +31,7 @@ from PIL import Image
 
 from models.hardware import cpu_name
 from models.u2net import postprocess, preprocess
+from models.u2net_int8 import calibration_inputs, compile_cpu, mask_tolerance
 
 SIZE = (320, 320)
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -40,53 +41,20 @@ def photos(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
 
 
-def calibration_inputs(paths: list[Path], count: int, seed: int = 0) -> list[np.ndarray]:
-    """Model inputs from random crops of the photos (not the photos the masks are checked on)."""
-    rng = np.random.default_rng(seed)
-    inputs = []
-    for i in range(count):
-        image = Image.open(paths[i % len(paths)]).convert("RGB")
-        width, height = image.size
-        scale = rng.uniform(0.5, 1.0)
-        cw, ch = int(width * scale), int(height * scale)
-        x0, y0 = int(rng.integers(0, width - cw + 1)), int(rng.integers(0, height - ch + 1))
-        crop = image.crop((x0, y0, x0 + cw, y0 + ch))
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        inputs.append(preprocess(np.asarray(crop), SIZE)[None])
-    return inputs
-
-
-def compile_cpu(core: Any, model: Any, threads: int) -> Any:
-    return core.compile_model(
-        model,
-        "CPU",
-        {
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": "1",
-            "INFERENCE_NUM_THREADS": str(threads),
-            "INFERENCE_PRECISION_HINT": "f32",
-            "ENABLE_CPU_PINNING": False,
-        },
-    )
-
-
-def tolerance(mask: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """(mean |diff|, % of pixels off by more than 32)."""
-    diff = np.abs(mask.astype(np.int16) - reference.astype(np.int16))
-    return float(diff.mean()), float((diff > 32).mean() * 100)
+def _rgb(paths: list[Path]) -> list[np.ndarray]:
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
 
 
 def score(mask: np.ndarray, reference: np.ndarray) -> float:
     """1.0 at the edge of rembg's tolerance; the larger of the two limits' shares."""
-    mad, off = tolerance(mask, reference)
+    mad, off = mask_tolerance(mask, reference)
     return max(mad / 1.0, off / 0.5)
 
 
 def quantize(args: argparse.Namespace, core: Any, model: Any, paths: list[Path]) -> Any:
     import nncf
 
-    calibration = nncf.Dataset(calibration_inputs(paths, args.calibration))
+    calibration = nncf.Dataset(calibration_inputs(_rgb(paths), args.calibration, 0, SIZE))
     ignored = None
     if args.ignore_side:
         convs = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
@@ -172,7 +140,7 @@ def main() -> None:
         ov.save_model(quantized, str(args.save))
 
     f32, int8 = compile_cpu(core, model, args.threads), compile_cpu(core, quantized, args.threads)
-    x = calibration_inputs(paths, 1)[0]
+    x = calibration_inputs(_rgb(paths), 1, 0, SIZE)[0]
     f32(x), int8(x)  # warm
     for round_ in range(args.rounds):
         a, b = best_ms(f32, x, args.repeats), best_ms(int8, x, args.repeats)
@@ -194,7 +162,7 @@ def main() -> None:
                 case.size,
                 Image.Resampling.BICUBIC,
             )
-            mad, off = tolerance(mask, reference)
+            mad, off = mask_tolerance(mask, reference)
             worst = (max(worst[0], mad), max(worst[1], off))
             flag = "" if mad <= 1.0 and off <= 0.5 else "  OUT"
             print(f"  {path.name} {case.size[0]}x{case.size[1]}: {mad:.3f}, {off:.3f}%{flag}")

