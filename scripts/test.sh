@@ -4,6 +4,12 @@
 # .models/u2net so that the u2net parity test runs on the real model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The suite needs about 3 GB free for temporary files (weights copies, converted
+# models, Ray's session); say so up front rather than as a hundred odd errors.
+tmp_free_kb=$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR==2 {print $4}')
+if [ "${tmp_free_kb:-0}" -lt 3000000 ]; then
+  echo "warning: only $((tmp_free_kb / 1024)) MiB free under ${TMPDIR:-/tmp}; the tests need about 3 GB" >&2
+fi
 scripts/setup.sh
 export U2NET_HOME=${U2NET_HOME:-$PWD/.models/u2net}
 .venv/bin/python scripts/fetch_models.py --model u2net --home "$U2NET_HOME"
