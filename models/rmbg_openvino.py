@@ -295,7 +295,7 @@ def load_or_convert(
                 if not _complete(directory):
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)  # another writer won the race
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # OpenVINO's writer says RuntimeError on a full disk
             shutil.rmtree(tmp, ignore_errors=True)
             log.warning("could not save the OpenVINO model to %s: %s", directory, exc)
             return CachedModel(

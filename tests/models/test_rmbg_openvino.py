@@ -228,6 +228,34 @@ def test_unreadable_cache_entry_is_discarded(
     assert not copy.exists()
 
 
+def test_a_full_disk_keeps_the_converted_model_in_memory(
+    ov_predictor: RMBGOpenVINOPredictor,
+    model: BiRefNet,
+    torch_predictor: RMBGPredictor,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last CI failure: `save_model` on a full disk raised and took the replica down."""
+    import openvino as ov
+
+    def full_disk(ov_model: object, path: str, **kwargs: object) -> None:
+        Path(path).write_bytes(b"<?xml")  # a partial file, as a full disk leaves
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    converted = ov.Core().read_model(ov_predictor.cache_file)
+    monkeypatch.setattr(rmbg_openvino, "convert_birefnet", lambda *a, **k: converted)
+    monkeypatch.setattr(ov, "save_model", full_disk)
+    pred = RMBGOpenVINOPredictor(model, resolution=RESOLUTION, cache_dir=tmp_path)
+    info = pred.describe()
+    assert info["runtime"] == "openvino" and info["cache_file"] is None
+    assert "iostream error" in info["cache_error"]
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert not list(tmp_path.glob(".tmp-*"))  # the partial entry is removed
+    photo = _photos(("whisk.png",))
+    got, want = pred.predict(photo)[0], torch_predictor.predict(photo)[0]
+    assert np.abs(got.astype(int) - want.astype(int)).mean() <= 1.0
+
+
 def test_choose_precision() -> None:
     assert choose_precision({"f32": 10.0, "bf16": 6.0}, {"f32": 0.0, "bf16": 0.4}) == "bf16"
     assert choose_precision({"f32": 10.0, "bf16": 6.0}, {"f32": 0.0, "bf16": 1.5}) == "f32"
