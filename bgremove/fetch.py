@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bgremove.flags import add_u2net_home_flag
 from bgremove.local import cli_settings, u2net_home
 from models.errors import ModelError
 from models.registry import RMBG, TIERS, U2NET
@@ -57,13 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="rembg U2-Net file(s) of the u2net tier (repeatable); "
         "default: BG_REMOVAL_U2NET_MODEL, else u2net",
     )
-    parser.add_argument(
-        "--home",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="U2-Net folder; default: BG_REMOVAL_U2NET_HOME, U2NET_HOME, else ~/.u2net",
-    )
+    add_u2net_home_flag(parser)
     parser.add_argument(
         "--pypi-url",
         default=DEFAULT_PYPI_URL,

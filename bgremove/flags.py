@@ -1,4 +1,5 @@
-"""Command-line flags shared by every subcommand that removes backgrounds.
+"""Command-line flags shared by subcommands: those that remove backgrounds, and the
+U2-Net folder of those that prepare models.
 
 The output options are generated from `imaging.options.OPTION_FIELDS`, the one list the
 HTTP form and job configs use too, so a new option appears here with the same name and help
@@ -28,6 +29,17 @@ SUFFIXES: dict[OutputFormat, str] = {
     OutputFormat.JPEG: ".jpg",
 }
 _BOOL_CHOICES = ("true", "false")
+
+
+def add_u2net_home_flag(parser: argparse.ArgumentParser) -> None:
+    """``--home DIR``: the U2-Net folder (read by `bgremove.local.u2net_home`)."""
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="U2-Net folder; default: BG_REMOVAL_U2NET_HOME, U2NET_HOME, else ~/.u2net",
+    )
 
 
 def positive_int(text: str) -> int:

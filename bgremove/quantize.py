@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from bgremove.flags import add_u2net_home_flag
 from bgremove.folder import IMAGE_SUFFIXES
 from bgremove.local import cli_settings, u2net_home
 from models.errors import ModelError
@@ -54,13 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="rembg file to quantize; default: BG_REMOVAL_U2NET_MODEL, else u2net",
     )
-    parser.add_argument(
-        "--home",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="U2-Net folder; default: BG_REMOVAL_U2NET_HOME, U2NET_HOME, else ~/.u2net",
-    )
+    add_u2net_home_flag(parser)
     parser.add_argument(
         "--calibration",
         type=int,

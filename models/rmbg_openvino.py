@@ -304,6 +304,24 @@ def load_or_convert(
         return CachedModel(key, directory, directory / _MODEL_FILE, False, seconds)
 
 
+def compile_config(threads: int, precision: str, blob_cache: Path | None = None) -> dict[str, str]:
+    """The CPU plugin's settings for BiRefNet: one latency stream on `threads` cores."""
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1",
+        "INFERENCE_NUM_THREADS": str(threads),
+        "INFERENCE_PRECISION_HINT": precision,
+        # replicas on one node would share the first cores if pinned (models/u2net.py)
+        "ENABLE_CPU_PINNING": "NO",
+        # the default snippets path failed on the masked SDPA of the shifted windows
+        # (issue 9) and, where it compiles, is slower here
+        "SNIPPETS_MODE": "DISABLE",
+    }
+    if blob_cache is not None:
+        config["CACHE_DIR"] = str(blob_cache)
+    return config
+
+
 def probe_image(resolution: int) -> np.ndarray:
     """Deterministic photo-like RGB input (gradients, a disk, texture) for precision checks.
 
@@ -421,25 +439,11 @@ class RMBGOpenVINOPredictor:
 
     # -- compilation and precision -------------------------------------------------------
 
-    def _config(self, precision: str, entry: CachedModel) -> dict[str, str]:
-        config = {
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": "1",
-            "INFERENCE_NUM_THREADS": str(self.threads),
-            "INFERENCE_PRECISION_HINT": precision,
-            # replicas on one node would share the first cores if pinned (models/u2net.py)
-            "ENABLE_CPU_PINNING": "NO",
-            # the default snippets path failed on the masked SDPA of the shifted windows
-            # (issue 9) and, where it compiles, is slower here
-            "SNIPPETS_MODE": "DISABLE",
-        }
-        if self.compile_cache and entry.path is not None:
-            config["CACHE_DIR"] = str(entry.directory / "compiled")
-        return config
-
     def _compile(self, entry: CachedModel, precision: str) -> ov.CompiledModel:
         source: Any = str(entry.path) if entry.path is not None else entry.model
-        return self._core.compile_model(source, "CPU", self._config(precision, entry))
+        blobs = entry.directory / "compiled" if self.compile_cache and entry.path else None
+        config = compile_config(self.threads, precision, blobs)
+        return self._core.compile_model(source, "CPU", config)
 
     def _readable(self, path: Path) -> bool:
         try:
