@@ -102,9 +102,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for check in report.photos:
         mark = "ok " if check.within else "OUT"
+        redone = " (soft mask: served in f32)" if check.redone else ""
         print(
             f"{mark} {check.name} {check.size[0]}x{check.size[1]}: mean |diff| "
-            f"{check.mean_diff:.3f}, {check.off_percent:.3f}% off by > 32"
+            f"{check.mean_diff:.3f}, {check.off_percent:.3f}% off by > 32{redone}"
         )
     if not report.within_tolerance:
         print(f"{name}: out of tolerance on this CPU; no INT8 model written", file=sys.stderr)

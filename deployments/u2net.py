@@ -49,6 +49,8 @@ class U2NetDeployment(ModelReplica):
                 excluded=predictor.info.excluded,
                 # the cached record the choice came from or was saved to (None: not cached)
                 tuning_cache=predictor.info.tuning_cache,
+                # INT8 only: images whose soft mask was made again in f32
+                int8_guard=predictor.int8_guard,
             )
         return info
 

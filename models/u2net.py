@@ -39,7 +39,7 @@ from PIL import Image
 
 from models.errors import CorruptWeightsError, Int8UnavailableError, ModelError
 from models.hardware import usable_cpus as default_threads
-from models.u2net_int8 import usable_int8
+from models.u2net_int8 import GuardedInt8, recipe_for, usable_int8
 from models.u2net_tuning import (
     Candidate,
     Plan,
@@ -207,6 +207,17 @@ class U2NetPredictor:
         self.info = info
         self._reducing_gap, self._upscale = resize_filters(info.resize)  # type: ignore[arg-type]
 
+    @property
+    def int8_guard(self) -> dict[str, float] | None:
+        """INT8 only: images run, and those run again in f32 because their mask was soft."""
+        if not isinstance(self._run, GuardedInt8):
+            return None
+        return {
+            "images": self._run.images,
+            "redone_f32": self._run.redone,
+            "max_soft_share": self._run.max_soft_share,
+        }
+
     @classmethod
     def load(
         cls,
@@ -293,6 +304,12 @@ class U2NetPredictor:
                 session = _load_onnxruntime(weights.path, c.threads)
             elif c.precision == "int8" and int8_model is not None:
                 session = _load_openvino(int8_model, c.threads, "f32")
+                exact = _load_openvino(weights.path, c.threads, "f32")
+                guard = GuardedInt8(session.run, exact.run, recipe_for(weights).max_soft_share)
+                x = timing_input(session.input_size)
+                # timed without the guard: the noise input's mask is soft, a photo's rarely
+                timed = session.run
+                return session._replace(run=guard), lambda: _check_output(timed(x), 1)
             else:
                 session = _load_openvino(weights.path, c.threads, c.precision)
             x = timing_input(session.input_size)

@@ -103,22 +103,24 @@ class RembgReference:
     def __call__(self, image: str, width: int | None) -> tuple[np.ndarray, np.ndarray]:
         rgb = load_rgb(image, width)
         if (image, width) not in self._cache:
-            from rembg import new_session, remove
-
-            if self._session is None:
-                old = os.environ.get("U2NET_HOME")
-                os.environ["U2NET_HOME"] = str(self._home)  # rembg finds its file here
-                try:
-                    self._session = new_session(self._name)
-                finally:
-                    if old is None:
-                        del os.environ["U2NET_HOME"]
-                    else:
-                        os.environ["U2NET_HOME"] = old
-            self._cache[(image, width)] = np.asarray(
-                remove(rgb, session=self._session, only_mask=True)
-            )
+            self._cache[(image, width)] = self.mask(rgb)
         return rgb, self._cache[(image, width)]
+
+    def mask(self, rgb: np.ndarray) -> np.ndarray:
+        """rembg's mask of any RGB array (not cached)."""
+        from rembg import new_session, remove
+
+        if self._session is None:
+            old = os.environ.get("U2NET_HOME")
+            os.environ["U2NET_HOME"] = str(self._home)  # rembg finds its file here
+            try:
+                self._session = new_session(self._name)
+            finally:
+                if old is None:
+                    del os.environ["U2NET_HOME"]
+                else:
+                    os.environ["U2NET_HOME"] = old
+        return np.asarray(remove(rgb, session=self._session, only_mask=True))
 
 
 @pytest.fixture(scope="module")

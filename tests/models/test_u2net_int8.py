@@ -12,13 +12,15 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image, ImageFilter
 
 from bgremove.cli import main as bgremove
 from models.errors import Int8UnavailableError
 from models.hardware import usable_cpus
 from models.u2net import U2NetPredictor, openvino_available
-from models.u2net_int8 import int8_files, usable_int8
+from models.u2net_int8 import RECIPES, GuardedInt8, int8_files, soft_share, usable_int8
 from models.u2net_tuning import plan_candidates
 from models.u2net_weights import resolve_u2net_weights
 from tests.models.test_u2net import (
@@ -117,6 +119,47 @@ def test_int8_masks_are_within_rembgs_tolerance(
     (ours,) = int8_predictor.predict([rgb])
     mad, far = mask_diff(ours, reference)
     assert mad <= MAD_MAX and far <= FAR_FRACTION_MAX, (mad, far)
+
+
+def test_a_soft_mask_is_made_again_in_f32(
+    int8_predictor: U2NetPredictor, rembg_u2net: RembgReference
+) -> None:
+    """A blurred photo leaves U2-Net unsure (10.6% of the mask soft, against 3.5% sharp):
+    INT8 alone is then far out of tolerance (mean |diff| 3.9, 3.6% off by > 32 on the
+    AVX2 EPYC), so the guard runs it in f32; a sharp photo stays INT8."""
+    sharp = np.asarray(Image.open(IMAGES / "horse.jpg").convert("RGB"))
+    blurred = np.asarray(Image.fromarray(sharp).filter(ImageFilter.GaussianBlur(12)))
+    guard = int8_predictor.int8_guard
+    assert guard is not None and guard["max_soft_share"] == RECIPES["u2net"].max_soft_share
+    (mask,) = int8_predictor.predict([sharp])
+    assert int8_predictor.int8_guard["redone_f32"] == guard["redone_f32"]
+    (mask,) = int8_predictor.predict([blurred])
+    after = int8_predictor.int8_guard
+    assert after["redone_f32"] == guard["redone_f32"] + 1
+    assert after["images"] == guard["images"] + 2
+    mad, far = mask_diff(mask, rembg_u2net.mask(blurred))
+    assert mad <= MAD_MAX and far <= FAR_FRACTION_MAX, (mad, far)
+
+
+def test_soft_share_and_the_guard() -> None:
+    sharp = np.zeros((1, 1, 40, 40), np.float32)
+    sharp[..., 10:30, 10:30] = 1.0
+    soft = np.broadcast_to(np.linspace(0, 1, 40, dtype=np.float32), (1, 1, 40, 40))
+    assert soft_share(sharp[0, 0]) == 0.0
+    assert soft_share(np.full((8, 8), 0.5, np.float32)) == 0.0  # constant: nothing to scale
+    assert 0.8 < soft_share(soft[0, 0]) < 0.9  # the values strictly between 16 and 239
+
+    f32_calls: list[int] = []
+
+    def f32(x: np.ndarray) -> np.ndarray:
+        f32_calls.append(x.shape[0])
+        return np.full((x.shape[0], 1, 40, 40), 7.0, np.float32)
+
+    guard = GuardedInt8(lambda x: np.concatenate([sharp, soft, sharp]), f32, 0.06)
+    out = guard(np.zeros((3, 3, 40, 40), np.float32))
+    assert f32_calls == [1]  # only the soft image, alone
+    assert (out[1] == 7.0).all() and (out[0] == sharp[0]).all() and (out[2] == sharp[0]).all()
+    assert (guard.images, guard.redone) == (3, 1)
 
 
 def test_auto_times_int8_against_the_other_runtimes(int8_home: Path) -> None:
