@@ -55,10 +55,10 @@ class Int8Recipe:
     calibration: int = 64
     seed: int = 0
     #: images whose INT8 mask is soft (see `soft_share`) over more than this share are
-    #: run again in f32: INT8's error sits where the mask is soft, about 8-15/255 per soft
-    #: pixel on 16 photos (docs/benchmarks.md), so above ~6% a photo could leave rembg's
-    #: tolerance (a cat's fur: 22.6% soft, mean |diff| 3.0) while typical photos (0.9-6.1%)
-    #: keep INT8's speed
+    #: run again in f32: on 16 unblurred photos INT8's error sat where the mask is soft,
+    #: 8-15/255 per soft pixel (docs/benchmarks.md), so above ~6% a photo could leave
+    #: rembg's tolerance (a cat's fur: 22% soft, mean |diff| 3.0) while typical photos
+    #: (1-5.5%) keep INT8's speed. A heuristic, not a bound: blurred photos break it
     max_soft_share: float = 0.06
 
 
