@@ -15,6 +15,9 @@ from tests.support.birefnet_weights import write_synthetic_checkpoint
 
 IMAGES = Path(__file__).resolve().parents[2] / ".." / "shared" / "images"
 RESOLUTION = 256
+#: reduced precisions run emulated (slowly) on CPUs without them, such as CI's: their
+#: behaviour tests need no more than this
+SMALL_RESOLUTION = 128
 
 
 def _photos(names: list[str]) -> list[np.ndarray]:
@@ -89,7 +92,7 @@ def test_preprocess_matches_torchvision_resize(predictor: RMBGPredictor) -> None
 
 def test_bfloat16_on_cpu(lite_dir: Path) -> None:
     pred = RMBGPredictor.from_source(
-        lite_dir, arch="birefnet-lite", resolution=RESOLUTION, device="cpu", dtype="bfloat16"
+        lite_dir, arch="birefnet-lite", resolution=SMALL_RESOLUTION, device="cpu", dtype="bfloat16"
     )
     assert pred.dtype == torch.bfloat16
     # One photo: bf16 is emulated (slow) on CPUs without native bf16, such as CI's.
@@ -102,7 +105,7 @@ def test_bfloat16_on_cpu(lite_dir: Path) -> None:
 def test_float16_overflow_is_redone_in_float32(lite_dir: Path) -> None:
     """A batch whose float16 logits overflow (past 65504) comes back as float32 would make it."""
     pred = RMBGPredictor.from_source(
-        lite_dir, arch="birefnet-lite", resolution=RESOLUTION, device="cpu", dtype="float16"
+        lite_dir, arch="birefnet-lite", resolution=SMALL_RESOLUTION, device="cpu", dtype="float16"
     )
     with torch.no_grad():  # logits of ~1e7: finite in float32, inf in float16
         pred.model.decoder.conv_out1[0].weight.mul_(1e6)
@@ -113,7 +116,7 @@ def test_float16_overflow_is_redone_in_float32(lite_dir: Path) -> None:
     masks = pred.predict(photos)
     assert pred.overflows == 1
     assert pred.describe()["float16_overflows"] == 1
-    ref = RMBGPredictor(pred.model, resolution=RESOLUTION, device="cpu").predict(photos)
+    ref = RMBGPredictor(pred.model, resolution=SMALL_RESOLUTION, device="cpu").predict(photos)
     np.testing.assert_array_equal(masks[0], ref[0])
     assert len(np.unique(masks[0])) > 1
 
