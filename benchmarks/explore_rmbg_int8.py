@@ -25,27 +25,20 @@ mid-grey, real ones saturated with steep edges), so a real run needs the checkpo
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
+from benchmarks.bench_rmbg_runtime import DEFAULT_IMAGES, load_photos
+from benchmarks.rmbg_openvino_setup import add_model_args, f32_predictor
 from models.hardware import cpu_name
 from models.rmbg import logits_to_masks
 from models.rmbg_openvino import RMBGOpenVINOPredictor, compile_config
-from models.rmbg_weights import load_birefnet
 
 VARIANTS = ("f32", "wc8", "wc8-dq", "ptq")
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-
-
-def _photos(folder: Path, count: int) -> list[tuple[str, np.ndarray]]:
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".png"})
-    return [(p.name, np.asarray(Image.open(p).convert("RGB"))) for p in paths[:count]]
 
 
 def _crops(photos: list[np.ndarray], count: int, seed: int = 0) -> list[np.ndarray]:
@@ -82,7 +75,7 @@ def _variant(name: str, base: Any, predictor: RMBGOpenVINOPredictor, calib: list
 
 def _masks(request: Any, predictor: RMBGOpenVINOPredictor, photos: list) -> list[np.ndarray]:
     masks: list[np.ndarray] = []
-    for _, rgb in photos:
+    for rgb in photos:
         request.infer({0: predictor._preprocess([rgb])})
         logits = torch.from_numpy(request.get_output_tensor(0).data.copy())
         masks += logits_to_masks(logits, [rgb.shape[:2]])
@@ -91,37 +84,25 @@ def _masks(request: Any, predictor: RMBGOpenVINOPredictor, photos: list) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", default="rmbg-2.0")
-    parser.add_argument("--resolution", type=int, default=1024)
-    parser.add_argument("--weights", type=Path, help="checkpoint folder (default: synthetic)")
+    add_model_args(parser, resolution=1024)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--photos", type=int, default=4, help="photos the masks are checked on")
     parser.add_argument("--calibration", type=int, default=8, help="calibration crops (ptq)")
     parser.add_argument("--iters", type=int, default=2)
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ov-explore")
-    parser.add_argument("--images", type=Path, default=SHARED / "images")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     args = parser.parse_args()
 
     import openvino as ov
 
-    if args.weights is None:
-        from tests.support.birefnet_weights import write_synthetic_checkpoint
-
-        args.weights = args.cache / f"synthetic-{args.arch}"
-        if not (args.weights / "model.safetensors").is_file():
-            write_synthetic_checkpoint(args.weights, args.arch)
-    model = load_birefnet(args.weights, arch=args.arch)
-    predictor = RMBGOpenVINOPredictor(
-        model, resolution=args.resolution, precision="f32", cache_dir=args.cache
-    )
-    del model
+    predictor = f32_predictor(args)
     print(f"CPU: {cpu_name()}, {predictor.threads} threads, OpenVINO {ov.get_version()}")
     print(f"{args.arch} at {args.resolution}, weights {args.weights}")
     core = ov.Core()
     base = core.read_model(str(predictor.cache_file))
-    photos = _photos(args.images, args.photos)
-    calib = _crops([rgb for _, rgb in _photos(args.images, 8)], args.calibration)
-    x = predictor._preprocess([photos[0][1]])
+    shared = load_photos(args.images)
+    photos = shared[: args.photos]
+    calib = _crops(shared, args.calibration)
+    x = predictor._preprocess([photos[0]])
     reference: list[np.ndarray] = []
     rows = []
     for name in args.variants.split(","):

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import collections
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.rmbg_openvino_setup import add_model_args, f32_predictor
 from models.hardware import cpu_name
-from models.rmbg_openvino import RMBGOpenVINOPredictor, compile_config
-from models.rmbg_weights import load_birefnet
+from models.rmbg_openvino import compile_config
 
 
 def _fc_shapes(compiled: Any) -> dict[str, tuple[int, int, int]]:
@@ -43,28 +41,14 @@ def _fc_shapes(compiled: Any) -> dict[str, tuple[int, int, int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", default="rmbg-2.0")
-    parser.add_argument("--resolution", type=int, default=512)
-    parser.add_argument("--weights", type=Path, help="checkpoint folder (default: synthetic)")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ov-explore")
+    add_model_args(parser, resolution=512)
     parser.add_argument("--peak-gflops", type=float, help="the CPU's f32 peak, for the ratio")
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
 
     import openvino as ov
 
-    if args.weights is None:
-        from tests.support.birefnet_weights import write_synthetic_checkpoint
-
-        args.weights = args.cache / f"synthetic-{args.arch}"
-        if not (args.weights / "model.safetensors").is_file():
-            write_synthetic_checkpoint(args.weights, args.arch)
-    predictor = RMBGOpenVINOPredictor(
-        load_birefnet(args.weights, arch=args.arch),
-        resolution=args.resolution,
-        precision="f32",
-        cache_dir=args.cache,
-    )
+    predictor = f32_predictor(args)
     config = {**compile_config(predictor.threads, "f32"), "PERF_COUNT": "YES"}
     compiled = ov.Core().compile_model(str(predictor.cache_file), "CPU", config)
     request = compiled.create_infer_request()
