@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from bgremove.folder import IMAGE_SUFFIXES
 from models.hardware import cpu_name
 from models.u2net import postprocess, preprocess
 from models.u2net_int8 import (
@@ -44,11 +45,10 @@ from models.u2net_int8 import (
 )
 
 SIZE = (320, 320)
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
 def photos(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _rgb(paths: list[Path]) -> list[np.ndarray]:

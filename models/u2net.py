@@ -505,6 +505,20 @@ def _load_onnxruntime(path: Path, threads: int) -> _Session:
     return _session(run, _dims(inputs[0].shape))
 
 
+def openvino_cpu_config(threads: int, precision: str) -> dict[str, Any]:
+    """The CPU plugin's settings for U2-Net: one latency stream on `threads` cores."""
+    return {
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1",
+        "INFERENCE_NUM_THREADS": str(threads),
+        "INFERENCE_PRECISION_HINT": precision,
+        # OpenVINO pins its threads to the first cores by default, so two replicas or
+        # actors on one node share them: two 1-thread u2netp instances ran 2.1x slower
+        # each pinned, at full speed unpinned (2-core EPYC); alone, no measurable cost.
+        "ENABLE_CPU_PINNING": False,
+    }
+
+
 def _load_openvino(path: Path, threads: int, precision: str) -> _Session:
     """OpenVINO CPU plugin, latency mode, one stream, f32 unless asked otherwise.
 
@@ -532,18 +546,8 @@ def _load_openvino(path: Path, threads: int, precision: str) -> _Session:
         [(p.get_any_name(), str(p.get_element_type()), ov_shape(p)) for p in model.inputs],
         [(p.get_any_name(), "float", ov_shape(p)) for p in model.outputs],
     )
-    config = {
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": "1",
-        "INFERENCE_NUM_THREADS": str(threads),
-        "INFERENCE_PRECISION_HINT": precision,
-        # OpenVINO pins its threads to the first cores by default, so two replicas or
-        # actors on one node share them: two 1-thread u2netp instances ran 2.1x slower
-        # each pinned, at full speed unpinned (2-core EPYC); alone, no measurable cost.
-        "ENABLE_CPU_PINNING": False,
-    }
     try:
-        compiled = core.compile_model(model, "CPU", config)
+        compiled = core.compile_model(model, "CPU", openvino_cpu_config(threads, precision))
     except Exception as exc:
         raise CorruptWeightsError(f"OpenVINO could not compile {path}: {exc}") from exc
     if precision == "bf16":

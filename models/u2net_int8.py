@@ -247,19 +247,10 @@ def calibration_inputs(
 
 
 def compile_cpu(core: Any, model: Any, threads: int) -> Any:
-    """``model`` compiled as the service runs U2-Net: latency mode, one stream, f32 where
-    not quantized, threads unpinned."""
-    return core.compile_model(
-        model,
-        "CPU",
-        {
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": "1",
-            "INFERENCE_NUM_THREADS": str(threads),
-            "INFERENCE_PRECISION_HINT": "f32",
-            "ENABLE_CPU_PINNING": False,
-        },
-    )
+    """``model`` compiled as the service runs U2-Net (f32 where not quantized)."""
+    from models.u2net import openvino_cpu_config
+
+    return core.compile_model(model, "CPU", openvino_cpu_config(threads, "f32"))
 
 
 def mask_tolerance(mask: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
