@@ -46,7 +46,7 @@ from bgremove.manifest import (
     options_fingerprint,
 )
 from bgremove.storage import FileEntry, S3Config, open_location
-from deployments.settings import ServiceSettings
+from deployments.settings import ServiceSettings, SettingsFileError
 from imaging.errors import InvalidOptionError
 from imaging.options import RenderOptions
 from imaging.pipeline import Limits
@@ -565,7 +565,7 @@ def run_batch(
     """
     started = time.perf_counter()
     settings = settings or BatchSettings()
-    service = service or ServiceSettings()
+    service = service or ServiceSettings.load()
     run_id = new_run_id()
     background = _read_background(bg_image)
     try:
@@ -719,8 +719,8 @@ def run(args: argparse.Namespace) -> int:
     """The ``batch`` subcommand: run the job, print its summary, return the exit status."""
     settings = settings_from_args(args)
     try:
-        service = ServiceSettings()
-    except ValidationError as exc:
+        service = ServiceSettings.load()
+    except (ValidationError, SettingsFileError) as exc:
         raise SetupError(f"invalid BG_REMOVAL_* settings: {exc}", code="settings") from None
     summary = run_batch(
         args.src,

@@ -1,11 +1,11 @@
 """In-process background removal: the service's predictor and pipeline, without Ray.
 
-Settings come from `ServiceSettings` (the BG_REMOVAL_* variables a service operator already
-uses), overridden by the CLI's flags, and are read once here; the load configs, weights
-resolution (with its progress bars), runtime choice and tuning cache are the service's. One
-predictor serves every worker thread: its calls are serialised, while the resizes to and from
-the model's input run outside the lock, as the service's ingress does them, so other images'
-decode, compose and encode overlap the model.
+Settings come from `ServiceSettings` (the BG_REMOVAL_* variables and `.env` file a service
+operator already uses), overridden by the CLI's flags, and are read once here; the load
+configs, weights resolution (with its progress bars), runtime choice and tuning cache are
+the service's. One predictor serves every worker thread: its calls are serialised, while
+the resizes to and from the model's input run outside the lock, as the service's ingress
+does them, so other images' decode, compose and encode overlap the model.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from bgremove.errors import FileError, SetupError
 from bgremove.remover import Outcome
-from deployments.settings import ServiceSettings
+from deployments.settings import ServiceSettings, SettingsFileError
 from imaging.errors import ImageError
 from imaging.options import RenderOptions
 from imaging.pipeline import Limits, MaskOutcome, remove_background
@@ -63,8 +63,8 @@ def cli_settings(
     if threads is not None:
         overrides.update(u2net_threads=threads, rmbg_threads=threads)
     try:
-        settings = ServiceSettings(**overrides)
-    except ValidationError as exc:
+        settings = ServiceSettings.load(**overrides)
+    except (ValidationError, SettingsFileError) as exc:
         raise SetupError(f"invalid settings: {exc}", code="invalid_settings") from None
     update: dict[str, Any] = {}
     if "model" not in settings.model_fields_set:

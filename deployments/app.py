@@ -1,8 +1,8 @@
 """The application builder that `serve run` / `serve deploy` call.
 
 `import_path: deployments.app:build_app` in a Serve config; its `args:` block
-becomes `ServiceSettings` (which also reads `BG_REMOVAL_*` variables). Settings
-are read once here and handed to each deployment.
+becomes `ServiceSettings` (which also reads `BG_REMOVAL_*` variables and the
+`.env` file). Settings are read once here and handed to each deployment.
 """
 
 from __future__ import annotations
@@ -40,8 +40,15 @@ IDLE_AUTOSCALING: dict[str, int] = {"min_replicas": 0, "initial_replicas": 0, "m
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """Build the app from config args (highest priority) and environment variables."""
-    settings = ServiceSettings(**(args or {}))
+    """Build the app from config args (highest priority), environment variables and the
+    settings file."""
+    settings = ServiceSettings.load(**(args or {}))
+    logger.info(
+        "settings: model %s, fallback %s, file %s",
+        settings.model,
+        settings.fallback,
+        settings.env_file or "none",
+    )
     return build_app_from_settings(settings)
 
 
@@ -60,6 +67,7 @@ def build_app_from_settings(settings: ServiceSettings) -> Application:
         health_details=settings.health_details,
         cors_allow_origins=tuple(settings.cors_allow_origins),
         presets=preset_fields(load_presets(settings.presets_file)),
+        settings_file=settings.env_file,
     )
     return Ingress.options(
         ray_actor_options={

@@ -9,8 +9,10 @@ in worker threads (Pillow and numpy release the GIL) to keep the event loop free
 # FastAPI must see real annotation objects (File, Form, Request), not unresolvable strings.
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +37,7 @@ from deployments.webpage import web_page_response
 from imaging.errors import ImageTooLargeError, InvalidOptionError
 from imaging.foreground import warmup as warm_up_edges
 from imaging.options import OPTION_FIELDS, OPTION_NAMES, OutputFormat, RenderOptions, Style
-from imaging.pipeline import Limits, remove_background_async
+from imaging.pipeline import Limits, Result, remove_background_async
 from models.registry import FALLBACK, TIERS
 
 logger = logging.getLogger("ray.serve")
@@ -74,6 +76,8 @@ class IngressConfig:
     cors_allow_origins: tuple[str, ...] = ()
     #: preset name -> option fields (`imaging.presets`)
     presets: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: the .env file the settings were read from ("": none), shown in detailed health
+    settings_file: str = ""
 
     @property
     def limits(self) -> Limits:
@@ -115,7 +119,8 @@ def _form_schema() -> dict[str, Any]:
 
 
 def health_report(config: RoutingConfig, monitor: GroupMonitor, *, details: bool) -> dict[str, Any]:
-    """The health document: status and models for anyone; replica details when `details`.
+    """The health document: the migration guide's fields and each model's availability for
+    anyone; replica details (internal: pids, paths, errors) when `details`.
 
     One entry per model tier, in registry order; `fallback` describes the fallback tier.
     """
@@ -126,9 +131,23 @@ def health_report(config: RoutingConfig, monitor: GroupMonitor, *, details: bool
     has_fallback = config.model != FALLBACK
     fallback_ok = has_fallback and config.fallback and reasons[FALLBACK] is None
     status = "healthy" if primary_reason is None else "degraded" if fallback_ok else "unhealthy"
+    primary_status = primary.replica_status or {}
+    fallback_status = fallback.replica_status or {}
+    # GPU facts come from the tiers whose replicas may hold one (RMBG-2.0's)
+    gpu_statuses = [
+        state.replica_status or {} for name, state in states.items() if TIERS[name].uses_gpu
+    ]
+    # The migration guide's document, for anyone: facts about the configured model and the
+    # API, nothing internal (no pids, paths, errors or replica ids).
     report: dict[str, Any] = {
         "status": status,
         "model_name": config.model,
+        "model_loaded": bool(primary_status.get("loaded")) and primary.running_replicas > 0,
+        "device": primary_status.get("device", None if TIERS[config.model].uses_gpu else "cpu"),
+        "gpu_available": any(bool(s.get("gpu_available", False)) for s in gpu_statuses),
+        "gpu_name": next((s["gpu_name"] for s in gpu_statuses if s.get("gpu_name")), None),
+        "styles_available": [s.value for s in Style],
+        "formats_available": [f.value for f in OutputFormat],
         "models": {
             name: {"available": reasons[name] is None, "ready_replicas": state.ready_replicas}
             for name, state in states.items()
@@ -138,20 +157,8 @@ def health_report(config: RoutingConfig, monitor: GroupMonitor, *, details: bool
         report["fallback_reason"] = primary_reason
     if not details:
         return report
-    primary_status = primary.replica_status or {}
-    fallback_status = fallback.replica_status or {}
-    # GPU facts come from the tiers whose replicas may hold one (RMBG-2.0's)
-    gpu_statuses = [
-        state.replica_status or {} for name, state in states.items() if TIERS[name].uses_gpu
-    ]
     report.update(
         {
-            "model_loaded": bool(primary_status.get("loaded")) and primary.running_replicas > 0,
-            "device": primary_status.get("device", None if TIERS[config.model].uses_gpu else "cpu"),
-            "gpu_available": any(bool(s.get("gpu_available", False)) for s in gpu_statuses),
-            "gpu_name": next((s["gpu_name"] for s in gpu_statuses if s.get("gpu_name")), None),
-            "styles_available": [s.value for s in Style],
-            "formats_available": [f.value for f in OutputFormat],
             "fallback": {
                 "enabled": config.fallback,
                 "model": FALLBACK,
@@ -200,14 +207,14 @@ class Ingress:
         self._router = MaskRouter(groups, self._monitor, config.retry_after_s)
         self._requests = Counter(
             "bg_removal_requests",
-            description="Finished remove-background requests by model and status.",
-            tag_keys=("model", "status"),
+            description="Finished remove-background requests by model, status and API dialect.",
+            tag_keys=("model", "status", "dialect"),
         )
         self._latency = Histogram(
             "bg_removal_request_latency_ms",
             description="End-to-end time in the ingress, ms.",
             boundaries=[25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000],
-            tag_keys=("model",),
+            tag_keys=("model", "dialect"),
         )
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -222,6 +229,25 @@ class Ingress:
     )
     async def remove_background(self, request: Request) -> Response:
         """Cut the subject out of the photo, optionally composed on a styled canvas."""
+        async with self.admitted() as started:
+            photo, background, fields = await self._read_form(request)
+            options = RenderOptions.parse(
+                fields, presets=self.config.presets, bg_image=background is not None
+            )
+            result = await self.render(
+                photo, options, background, dialect="native", started=started
+            )
+            return Response(
+                content=result.body,
+                media_type=result.media_type,
+                headers=self.result_headers(result, started),
+            )
+
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[float]:
+        """Admission at the door, before the body is read: a request this replica could not
+        answer within the primary's share now is refused with 503 + Retry-After. Yields the
+        start time (`time.perf_counter`). Every dialect's route runs inside this."""
         self._monitor.start()
         started = time.perf_counter()
         routing = self._router.config
@@ -235,17 +261,23 @@ class Ingress:
         token = self._door.started(time.monotonic())
         served = False
         try:
-            response = await self._remove_background(request, started)
+            yield started
             served = True
-            return response
         finally:
             self._door.finished(token, time.monotonic(), served=served)
 
-    async def _remove_background(self, request: Request, started: float) -> Response:
-        photo, background, fields = await self._read_form(request)
-        options = RenderOptions.parse(
-            fields, presets=self.config.presets, bg_image=background is not None
-        )
+    async def render(
+        self,
+        photo: bytes,
+        options: RenderOptions,
+        background: bytes | None,
+        *,
+        dialect: str,
+        started: float,
+    ) -> Result:
+        """The pipeline under this replica's pixel budget, with the model groups as the
+        masker; counted and logged by ``dialect`` (the API the request came through) with
+        the time since ``started`` (when `admitted` let the request in)."""
         reservation = Reservation(self._budget)
         try:
             result = await remove_background_async(
@@ -259,16 +291,11 @@ class Ingress:
         finally:
             reservation.release()
         elapsed_ms = (time.perf_counter() - started) * 1000
-        headers = {
-            "X-Model-Used": result.model,
-            "X-Processing-Time-Ms": f"{elapsed_ms:.1f}",
-        }
-        if result.fallback_reason:
-            headers["X-Fallback-Reason"] = result.fallback_reason
-        self._requests.inc(tags={"model": result.model, "status": "200"})
-        self._latency.observe(elapsed_ms, tags={"model": result.model})
+        self._requests.inc(tags={"model": result.model, "status": "200", "dialect": dialect})
+        self._latency.observe(elapsed_ms, tags={"model": result.model, "dialect": dialect})
         logger.info(
-            "served %dx%d %s -> %dx%d %s with %s%s in %.0f ms %s",
+            "%s: served %dx%d %s -> %dx%d %s with %s%s in %.0f ms %s",
+            dialect,
             *result.input_size,
             result.input_format,
             *result.output_size,
@@ -278,7 +305,19 @@ class Ingress:
             elapsed_ms,
             {k: round(v, 1) for k, v in result.timings_ms.items()},
         )
-        return Response(content=result.body, media_type=result.media_type, headers=headers)
+        return result
+
+    @staticmethod
+    def result_headers(result: Result, started: float) -> dict[str, str]:
+        """The headers every dialect's image answer carries: which model made the mask, why
+        it was the fallback, and the time since the request was admitted."""
+        headers = {
+            "X-Model-Used": result.model,
+            "X-Processing-Time-Ms": f"{(time.perf_counter() - started) * 1000:.1f}",
+        }
+        if result.fallback_reason:
+            headers["X-Fallback-Reason"] = result.fallback_reason
+        return headers
 
     async def _read_form(self, request: Request) -> tuple[bytes, bytes | None, dict[str, str]]:
         """The photo's bytes, the background image's (if sent) and the option fields, under
@@ -324,8 +363,9 @@ class Ingress:
     async def health(self, request: Request) -> JSONResponse:
         """Readiness of each model group; 503 when no group can serve.
 
-        Anyone gets status and models; replica details (pids, paths, errors) need an
-        API key, or `health_details`.
+        Anyone gets the guide's fields (status, model_name, model_loaded, device,
+        gpu_available, gpu_name, styles_available) and each model's availability; replica
+        details (pids, paths, errors) need an API key, or `health_details`.
         """
         self._monitor.start()
         try:
@@ -341,4 +381,5 @@ class Ingress:
         report["api_key_required"] = bool(self.config.api_key_hashes)
         if details:
             report["presets_available"] = sorted(self.config.presets)
+            report["settings_file"] = self.config.settings_file or None
         return JSONResponse(report, status_code=503 if report["status"] == "unhealthy" else 200)

@@ -2,20 +2,35 @@
 
 Values come, highest priority first, from the app builder's arguments (the
 `args:` block of a Serve config file), then `BG_REMOVAL_*` environment
-variables, then the defaults below. The resulting object is passed to every
-deployment's constructor, so replicas never read the environment themselves and
-a `serve deploy` with changed args is the whole rollout.
+variables, then a `.env` file (the migration guide's way to configure the
+service: `./.env` where the settings are read, or the file `BG_REMOVAL_ENV_FILE`
+names), then the defaults below. The resulting object is passed to every
+deployment's constructor, so replicas never read the environment or the file
+themselves (they may run elsewhere, in another directory) and a `serve deploy`
+with changed args is the whole rollout.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import logging
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from dotenv.parser import parse_stream
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from imaging.pipeline import Limits
 from models.registry import (
@@ -27,6 +42,8 @@ from models.registry import (
     U2NetLoadConfig,
     get_tier,
 )
+
+log = logging.getLogger(__name__)
 
 ModelName = Literal["rmbg-2.0", "u2net"]
 Device = Literal["cuda", "cpu", "auto"]
@@ -82,6 +99,18 @@ class GroupSettings:
         return config
 
 
+#: The variable that names the settings file; empty: read none.
+ENV_FILE_VARIABLE = "BG_REMOVAL_ENV_FILE"
+#: The settings file read from the current directory when the variable is not set.
+DEFAULT_ENV_FILE = ".env"
+#: Names of batch jobs' own settings (`bgremove batch`), which a settings file may hold too.
+BATCH_PREFIX = "BG_REMOVAL_BATCH_"
+
+
+class SettingsFileError(ValueError):
+    """The settings file cannot be used as it is: names the file and line, says what to do."""
+
+
 def timeout_setting(name: str) -> str:
     """The setting (and routing `user_config` key) of tier ``name``'s deadline share."""
     return f"{get_tier(name).settings_prefix}_timeout_s"
@@ -95,6 +124,14 @@ class ServiceSettings(BaseSettings):
         extra="forbid",
         frozen=True,
         populate_by_name=True,
+    )
+
+    # Where settings come from.
+    env_file: str = Field(
+        "",
+        description="The .env file these settings were read from (`BG_REMOVAL_ENV_FILE`; "
+        "default ./.env where it exists; empty: none). Real environment variables and "
+        "config args win over its lines.",
     )
 
     # Routing.
@@ -227,6 +264,55 @@ class ServiceSettings(BaseSettings):
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS; empty: off."
     )
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **args: Any) -> ServiceSettings:
+        """Read the settings once: ``args`` (config args, CLI flags), then the environment,
+        then the settings file (checked line by line first), then the defaults.
+
+        Every entry point (the app builder, `bgremove`, batch jobs) reads them through here.
+        """
+        environ = os.environ if environ is None else environ
+        path = settings_file(args.get("env_file"), environ)
+        if path is None:
+            return cls(**{**args, "env_file": ""})
+        lines = read_settings_file(path)
+        log.info("settings: read %s from %s", ", ".join(lines.values) or "nothing", path)
+        if lines.ignored:
+            log.warning(
+                "%s: %s not settings of this service, ignored (set them in the environment)",
+                path,
+                ", ".join(lines.ignored),
+            )
+        return cls(**{**args, "env_file": str(path)}, _env_file=path)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """pydantic-settings' order (args, environment, .env, defaults), with the .env file
+        read strictly (`read_settings_file`)."""
+        assert isinstance(dotenv_settings, DotEnvSettingsSource)
+        strict = _StrictDotEnvSource(settings_cls, env_file=dotenv_settings.env_file)
+        return init_settings, env_settings, strict, file_secret_settings
+
+    @classmethod
+    def variable_names(cls) -> dict[str, str]:
+        """Each setting's environment variable (upper case) -> the setting's name."""
+        names: dict[str, str] = {}
+        for name, info in cls.model_fields.items():
+            alias = info.validation_alias
+            if isinstance(alias, AliasChoices):
+                names.update({str(c).upper(): name for c in alias.choices if str(c).isupper()})
+            else:
+                names[f"{cls.model_config['env_prefix']}{name}".upper()] = name
+        names.pop(ENV_FILE_VARIABLE, None)  # named outside the file, never inside it
+        return names
 
     @field_validator("api_keys", "cors_allow_origins", mode="before")
     @classmethod
@@ -369,3 +455,77 @@ class ServiceSettings(BaseSettings):
         for name in TIERS:
             config[timeout_setting(name)] = self.group(name).timeout_s
         return config
+
+
+def settings_file(given: str | None, environ: Mapping[str, str]) -> Path | None:
+    """The settings file to read: ``given`` (the `env_file` arg), else `BG_REMOVAL_ENV_FILE`,
+    else `./.env` where it exists; an empty name reads none. A named file must exist."""
+    name = given if given is not None else environ.get(ENV_FILE_VARIABLE)
+    if name is None:
+        default = Path(DEFAULT_ENV_FILE)
+        return default.resolve() if default.is_file() else None
+    if not name:
+        return None
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise SettingsFileError(
+            f"{ENV_FILE_VARIABLE}={name}: no such file; point it at your .env file, "
+            "or set it empty to read none"
+        )
+    return path.resolve()
+
+
+@dataclass(frozen=True)
+class SettingsFileLines:
+    """What a settings file holds: setting values by variable name, and other names."""
+
+    values: dict[str, str]
+    ignored: tuple[str, ...]
+
+
+def read_settings_file(path: Path) -> SettingsFileLines:
+    """The `BG_REMOVAL_*` (and `U2NET_HOME`) lines of a .env file.
+
+    Strict where python-dotenv is lenient: a line it cannot parse, a name without a value
+    and an unknown `BG_REMOVAL_` name (a typo would silently change nothing) are errors
+    naming the file and line. Other names (e.g. `HF_TOKEN`) are not settings: left alone,
+    since secrets belong in the environment, not in settings Serve stores.
+    """
+    known = ServiceSettings.variable_names()
+    prefix = ServiceSettings.model_config["env_prefix"]
+    values: dict[str, str] = {}
+    ignored: list[str] = []
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            text = binding.original.string
+            # a binding starts after the previous one, blank lines included: skip them
+            line = binding.original.line + text[: len(text) - len(text.lstrip())].count("\n")
+            where = f"{path}:{line}"
+            if binding.error:
+                raise SettingsFileError(
+                    f"{where}: cannot read {text.strip()[:60]!r}; "
+                    "write NAME=value (quote values with spaces)"
+                )
+            if binding.key is None:
+                continue  # a comment or a blank line
+            name = binding.key.upper()
+            if binding.value is None:
+                raise SettingsFileError(f"{where}: {binding.key} has no value; write {name}=...")
+            if name in known:
+                values[name] = binding.value
+            elif name.startswith(BATCH_PREFIX):
+                continue  # a batch job's own setting (`bgremove batch`), not the service's
+            elif name.startswith(prefix):
+                close = difflib.get_close_matches(name, list(known), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise SettingsFileError(f"{where}: {binding.key} is not a setting{hint}")
+            else:
+                ignored.append(binding.key)
+    return SettingsFileLines(values, tuple(ignored))
+
+
+class _StrictDotEnvSource(DotEnvSettingsSource):
+    """pydantic-settings' .env source, reading files through `read_settings_file`."""
+
+    def _read_env_file(self, file_path: Path) -> Mapping[str, str | None]:
+        return {name.lower(): value for name, value in read_settings_file(file_path).values.items()}

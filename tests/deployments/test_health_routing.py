@@ -11,6 +11,7 @@ import pytest
 from deployments.ingress import health_report
 from deployments.routing import GroupState, RoutingConfig
 from models.registry import RMBG, TIERS, U2NET
+from tests.support.http import GUIDE_HEALTH_FIELDS
 
 
 class _Monitor:
@@ -66,6 +67,12 @@ def test_health_has_one_entry_per_tier_and_the_public_shape() -> None:
     assert report == {
         "status": "healthy",
         "model_name": RMBG,
+        "model_loaded": True,
+        "device": None,
+        "gpu_available": False,
+        "gpu_name": None,
+        "styles_available": ["minimal", "mood", "street"],
+        "formats_available": ["png", "webp", "jpeg"],
         "models": {name: {"available": True, "ready_replicas": 1} for name in TIERS},
     }
 
@@ -96,14 +103,19 @@ def test_health_is_degraded_when_the_primary_cannot_serve_and_says_why() -> None
     assert health_report(no_fallback, monitor, details=False)["status"] == "unhealthy"
 
 
-def test_health_reports_gpu_facts_from_the_gpu_tier() -> None:
+@pytest.mark.parametrize("details", [False, True])
+def test_health_reports_gpu_facts_from_the_gpu_tier(details: bool) -> None:
+    """The guide's fields are public: the same with and without details."""
     monitor = _Monitor(
         {
             RMBG: _group(True, device="cuda", gpu_available=True, gpu_name="H100"),
             U2NET: _group(True, device="cpu"),
         }
     )
-    report = health_report(RoutingConfig(), monitor, details=True)
+    report = health_report(RoutingConfig(), monitor, details=details)
+    assert set(GUIDE_HEALTH_FIELDS) <= set(report)
+    assert report["styles_available"] == ["minimal", "mood", "street"]
+    assert ("replicas" in report) is details and ("fallback" in report) is details
     assert (report["device"], report["gpu_available"], report["gpu_name"]) == (
         "cuda",
         True,

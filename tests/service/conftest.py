@@ -130,9 +130,11 @@ class ServeDeployer:
         self,
         name: str,
         deployments: dict[str, dict[str, Any]] | None = None,
+        env_vars: dict[str, str] | None = None,
         **args: Any,
     ) -> str:
-        """Deploy or update app `name` under `/<name>`; returns its base URL."""
+        """Deploy or update app `name` under `/<name>`; returns its base URL. ``env_vars``
+        go to the app's `runtime_env` (its build and its replicas see them)."""
         app = {
             "name": name,
             "route_prefix": f"/{name}",
@@ -140,6 +142,8 @@ class ServeDeployer:
             "args": {**self._base_args, **args},
             "deployments": [{"name": k, **v} for k, v in (deployments or {}).items()],
         }
+        if env_vars:
+            app["runtime_env"] = {"env_vars": env_vars}
         if self._apps.get(name) == app:
             return self.url(name)
         before = _last_deployed(name)
@@ -152,7 +156,8 @@ class ServeDeployer:
         return self.url(name)
 
     def _reconfigured(self, name: str, app: dict[str, Any]) -> bool:
-        settings = ServiceSettings(**app["args"])
+        environ = app.get("runtime_env", {}).get("env_vars", {})
+        settings = ServiceSettings.load(environ=environ, **app["args"])
         overrides = {d["name"]: d.get("user_config") for d in app["deployments"]}
         routing = overrides.get("Ingress") or settings.routing_user_config()
         keys = str(app["args"].get("api_keys") or "").split(",")
@@ -211,7 +216,21 @@ def deploy(deployer: ServeDeployer) -> Callable[..., str]:
 
 
 @pytest.fixture(scope="session")
-def u2netp_app(deploy: Callable[..., str]) -> str:
+def u2netp_settings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The u2netp app's .env file, as the migration guide writes one."""
+    path = tmp_path_factory.mktemp("env") / ".env"
+    path.write_text("# the guide's rollback to U2-Net\nBG_REMOVAL_MODEL=u2net\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def u2netp_app(deploy: Callable[..., str], u2netp_settings_file: Path) -> str:
     """A U2-Net-only app on the real u2netp, shared by the modules that only need a mask
-    (one deployment for all of them, kept for the session)."""
-    return deploy("u2netp", model="u2net", u2net_model="u2netp")
+    (one deployment for all of them, kept for the session).
+
+    Its model comes from a .env file named by `BG_REMOVAL_ENV_FILE` in the app's runtime_env,
+    not from its args: every test on this app runs on settings read from a .env file by
+    Serve's build task (another process than this one) and handed to the replicas.
+    """
+    env_vars = {"BG_REMOVAL_ENV_FILE": str(u2netp_settings_file)}
+    return deploy("u2netp", env_vars=env_vars, u2net_model="u2netp")

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from ray import serve
 
-from tests.support.http import health, post_image, wait_for
+from tests.support.http import GUIDE_HEALTH_FIELDS, health, post_image, wait_for
 from tests.support.replicas import kill_replica, replica_actor_names
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -261,11 +261,15 @@ class TestAccess:
         assert post_image(url, photo, headers=bearer).status_code == 200
         assert httpx.get(f"{url}/docs", headers=bearer).status_code == 200
 
-    def test_public_health_says_status_and_models_only(self, url: str) -> None:
+    def test_public_health_is_the_guides_document_without_internals(self, url: str) -> None:
         response = health(url)
         assert response.status_code == 200
         body = response.json()
-        assert set(body) == {"status", "model_name", "models", "api_key_required"}
+        public = {*GUIDE_HEALTH_FIELDS, "formats_available", "models", "api_key_required"}
+        assert set(body) == public
+        assert (body["model_name"], body["model_loaded"], body["device"]) == ("u2net", True, "cpu")
+        assert (body["gpu_available"], body["gpu_name"]) == (False, None)
+        assert body["styles_available"] == ["minimal", "mood", "street"]
         assert body["api_key_required"] is True  # the web page asks for a key
         assert set(body["models"]["u2net"]) == {"available", "ready_replicas"}
         for secret in ("pid", "replica_id", "weights", str(SHARED)):

@@ -19,7 +19,7 @@ from PIL import Image
 
 from imaging.compose import compose_styled
 from imaging.options import Style
-from tests.support.http import post_image
+from tests.support.http import GUIDE_HEALTH_FIELDS, health, post_image
 
 IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
 PHOTOS = sorted(p for p in IMAGES.iterdir() if p.suffix in {".jpg", ".png"})
@@ -42,6 +42,16 @@ def rembg_session(model_files, monkeypatch_module):
 def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
     with pytest.MonkeyPatch.context() as mp:
         yield mp
+
+
+def test_the_guides_env_file_selects_u2net(url: str, u2netp_settings_file: Path) -> None:
+    """The app's args name no model: `BG_REMOVAL_MODEL=u2net` in its .env file did it, read
+    by Serve's build task and handed to the replicas, and health says which file."""
+    body = health(url).json()
+    assert set(GUIDE_HEALTH_FIELDS) <= set(body)
+    assert (body["model_name"], body["model_loaded"], body["device"]) == ("u2net", True, "cpu")
+    assert body["settings_file"] == str(u2netp_settings_file.resolve())
+    assert post_image(url, _upscaled(PHOTOS[0], 400)).headers["x-model-used"] == "u2net"
 
 
 def _upscaled(path: Path, width: int = 3000) -> bytes:

@@ -8,6 +8,18 @@ from typing import Any
 
 import httpx
 
+#: The health fields the migration guide documents, public on every service: its contract,
+#: written here as the guide states it (not read from the code under test).
+GUIDE_HEALTH_FIELDS = (
+    "status",
+    "model_name",
+    "model_loaded",
+    "device",
+    "gpu_available",
+    "gpu_name",
+    "styles_available",
+)
+
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 60, interval_s: float = 0.25) -> Any:
     """Poll until `predicate` returns something truthy; fail with a clear message."""
