@@ -68,6 +68,7 @@ def build_app_from_settings(settings: ServiceSettings) -> Application:
         cors_allow_origins=tuple(settings.cors_allow_origins),
         presets=preset_fields(load_presets(settings.presets_file)),
         settings_file=settings.env_file,
+        url_fetch=settings.fetch_config(),
     )
     return Ingress.options(
         ray_actor_options={

@@ -33,6 +33,7 @@ from deployments.routing import (
     RoutingConfig,
     status_handles,
 )
+from deployments.url_fetch import FetchConfig, fetch_image
 from deployments.webpage import web_page_response
 from imaging.errors import ImageTooLargeError, InvalidOptionError
 from imaging.foreground import warmup as warm_up_edges
@@ -78,6 +79,8 @@ class IngressConfig:
     presets: dict[str, dict[str, str]] = field(default_factory=dict)
     #: the .env file the settings were read from ("": none), shown in detailed health
     settings_file: str = ""
+    #: what image URLs may be fetched (`deployments.url_fetch`); off by default
+    url_fetch: FetchConfig = field(default_factory=FetchConfig)
 
     @property
     def limits(self) -> Limits:
@@ -306,6 +309,11 @@ class Ingress:
             {k: round(v, 1) for k, v in result.timings_ms.items()},
         )
         return result
+
+    async def fetch_url(self, url: str) -> bytes:
+        """An image by URL, under the operator's URL policy and the upload's byte limit
+        (`deployments.url_fetch`: refusals are 4xx `ImageError`s naming the reason)."""
+        return await fetch_image(url, self.config.url_fetch)
 
     @staticmethod
     def result_headers(result: Result, started: float) -> dict[str, str]:

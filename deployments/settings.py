@@ -32,6 +32,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from deployments.url_fetch import FetchConfig, UrlPolicy
 from imaging.pipeline import Limits
 from models.registry import (
     FALLBACK,
@@ -265,6 +266,23 @@ class ServiceSettings(BaseSettings):
         default_factory=list, description="Comma-separated origins allowed by CORS; empty: off."
     )
 
+    # Image URLs (rembg's `url`, remove.bg's `image_url` and `bg_image_url`).
+    url_fetch: Literal["off", "public", "allowlist"] = Field(
+        "off",
+        description="Fetch images by URL: `off` refuses every URL (a fetcher sends requests "
+        "from inside your network: opt in); `public`: public addresses only, every resolved "
+        "address checked and the connection pinned to it; `allowlist`: only the hosts and "
+        "networks in url_fetch_allowlist.",
+    )
+    url_fetch_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host names, .suffixes (subdomains) and networks "
+        "(CIDR; may be internal) that url_fetch=allowlist fetches from.",
+    )
+    url_fetch_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="Whole fetch of one image URL, redirects included."
+    )
+
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **args: Any) -> ServiceSettings:
         """Read the settings once: ``args`` (config args, CLI flags), then the environment,
@@ -314,7 +332,7 @@ class ServiceSettings(BaseSettings):
         names.pop(ENV_FILE_VARIABLE, None)  # named outside the file, never inside it
         return names
 
-    @field_validator("api_keys", "cors_allow_origins", mode="before")
+    @field_validator("api_keys", "cors_allow_origins", "url_fetch_allowlist", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -336,6 +354,7 @@ class ServiceSettings(BaseSettings):
                 f"request: max_pixels + max_output_pixels = "
                 f"{self.max_pixels + self.max_output_pixels}"
             )
+        self.fetch_config()  # a bad allowlist entry fails here, when the settings load
         if self.model == "rmbg-2.0" and self.device == "cuda" and self.rmbg_num_gpus == 0:
             raise ValueError(
                 "BG_REMOVAL_DEVICE=cuda but rmbg_num_gpus=0: the RMBG-2.0 replicas would get "
@@ -349,6 +368,15 @@ class ServiceSettings(BaseSettings):
         (the longest primary's, since `model` can change by a rollout in place)."""
         primaries = [self.group(name).timeout_s for name in TIERS if name != FALLBACK]
         return max(primaries, default=0.0) + self.group(FALLBACK).timeout_s
+
+    def fetch_config(self) -> FetchConfig:
+        """What image URLs may be fetched, with the upload's byte limit."""
+        return FetchConfig(
+            policy=UrlPolicy(self.url_fetch),
+            allowlist=tuple(self.url_fetch_allowlist),
+            max_bytes=self.max_upload_bytes,
+            timeout_s=self.url_fetch_timeout_s,
+        )
 
     def limits(self) -> Limits:
         """What one request may cost: the same limits in the service, the CLI and batch jobs."""

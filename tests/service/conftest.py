@@ -234,3 +234,37 @@ def u2netp_app(deploy: Callable[..., str], u2netp_settings_file: Path) -> str:
     """
     env_vars = {"BG_REMOVAL_ENV_FILE": str(u2netp_settings_file)}
     return deploy("u2netp", env_vars=env_vars, u2net_model="u2netp")
+
+
+@pytest.fixture(scope="session")
+def dialects_app(deploy: Callable[..., str]) -> str:
+    """A U2-Net-only app (real u2netp) that fetches image URLs, for the rembg and remove.bg
+    dialects' tests: `url_fetch=allowlist` naming 127.0.0.1/32 (the tests' image servers
+    listen there; nothing else is reachable), no API keys (rembg's documented requests send
+    none)."""
+    return deploy(
+        "dialects",
+        model="u2net",
+        u2net_model="u2netp",
+        url_fetch="allowlist",
+        url_fetch_allowlist="127.0.0.1/32",
+    )
+
+
+@pytest.fixture(scope="session")
+def keyed_app_key() -> str:
+    """The API key `keyed_app` accepts."""
+    return "test-key-one"
+
+
+@pytest.fixture(scope="session")
+def keyed_app(deploy: Callable[..., str], keyed_app_key: str) -> str:
+    """A U2-Net-only app (real u2netp) that needs an API key (`keyed_app_key`) and shows no
+    details in health, for the tests of each dialect's auth errors."""
+    return deploy(
+        "keyed",
+        model="u2net",
+        u2net_model="u2netp",
+        api_keys=keyed_app_key,
+        health_details=False,
+    )
