@@ -321,14 +321,15 @@ class ServiceSettings(BaseSettings):
 
     @classmethod
     def variable_names(cls) -> dict[str, str]:
-        """Each setting's environment variable (upper case) -> the setting's name."""
+        """Each setting's environment variables (upper case) -> the setting's name: its
+        `BG_REMOVAL_` name, and its alias where it has one (`U2NET_HOME`, rembg's)."""
+        prefix = cls.model_config["env_prefix"]
         names: dict[str, str] = {}
         for name, info in cls.model_fields.items():
-            alias = info.validation_alias
-            if isinstance(alias, AliasChoices):
-                names.update({str(c).upper(): name for c in alias.choices if str(c).isupper()})
-            else:
-                names[f"{cls.model_config['env_prefix']}{name}".upper()] = name
+            names[f"{prefix}{name}".upper()] = name
+            if isinstance(info.validation_alias, AliasChoices):
+                choices = info.validation_alias.choices
+                names.update({str(c): name for c in choices if str(c).isupper()})
         names.pop(ENV_FILE_VARIABLE, None)  # named outside the file, never inside it
         return names
 

@@ -8,6 +8,14 @@ from collections.abc import Iterator
 import pytest
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--require-rmbg",
+        action="store_true",
+        help="fail, instead of skipping, the tests that need real RMBG-2.0 weights",
+    )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_settings_file() -> Iterator[None]:
     """Read no `.env` unless a test names one: a developer's own `.env` in the checkout must

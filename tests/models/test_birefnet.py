@@ -1,4 +1,7 @@
-"""BiRefNet network: checkpoint key layout and numerical parity with the original code."""
+"""BiRefNet network: checkpoint key layout and numerical parity with the original code.
+
+The RMBG-2.0 preset's layout and parity are in tests/test_rmbg2.py (the migration guide's
+test file); this file holds BiRefNet_lite's and the network's other properties."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from models.rmbg_weights import build_birefnet
 from tests.support.birefnet_weights import synthetic_state_dict
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "birefnet"
-PRESETS = ("rmbg-2.0", "birefnet-lite")
+PRESETS = ("birefnet-lite",)
 
 needs_shared = pytest.mark.skipif(
     not SHARED.is_dir(), reason=f"shared BiRefNet vectors not found at {SHARED}"
