@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,9 @@ from deployments.settings import ServiceSettings, SettingsFileError
 @pytest.fixture
 def env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A .env in a fresh current directory, found the default way (no variable set)."""
-    monkeypatch.delenv("BG_REMOVAL_ENV_FILE", raising=False)
-    for name in ("BG_REMOVAL_MODEL", "BG_REMOVAL_FALLBACK", "BG_REMOVAL_DEVICE"):
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):  # what the environment sets would win over the file
+        if name.startswith("BG_REMOVAL_") or name == "U2NET_HOME":
+            monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path / ".env"
 
