@@ -16,7 +16,8 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 
-from deployments.errors import UnauthorizedError, error_body, service_error_response
+from deployments.dialects import removebg
+from deployments.errors import UnauthorizedError, error_response, service_error_response
 from imaging.errors import ImageTooLargeError
 
 Scope = MutableMapping[str, Any]
@@ -30,7 +31,10 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 #: Paths (after the app's route prefix) answered without a key: liveness/readiness, and the
 #: web page (static HTML; it carries no data, and the key is typed into it).
 PUBLIC_PATHS = frozenset({"/", "/api/v1/health"})
-EXPOSED_HEADERS = ["X-Model-Used", "X-Fallback-Reason", "X-Processing-Time-Ms", "Retry-After"]
+EXPOSED_HEADERS = [
+    *("X-Model-Used", "X-Fallback-Reason", "X-Processing-Time-Ms", "Retry-After"),
+    *removebg.ANSWER_HEADERS,  # for remove.bg's browser clients
+]
 
 
 class BodyTooLargeError(ImageTooLargeError):
@@ -91,14 +95,16 @@ class RequestGuard:
                 if key is None
                 else "the API key is not valid"
             )
-            await service_error_response(UnauthorizedError(message))(scope, receive, send)
+            await service_error_response(UnauthorizedError(message), scope)(scope, receive, send)
             return
-        limit = config.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+        body = config.max_upload_bytes
+        if removebg.owns(scope):  # base64 in JSON and urlencoded bodies: 4/3 and more
+            body = removebg.body_limit(config.max_upload_bytes)
+        limit = body + MULTIPART_OVERHEAD_BYTES
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await _too_large(config.max_upload_bytes, f"request body is {declared} bytes")(
-                scope, receive, send
-            )
+            too_large = f"request body is {declared} bytes"
+            await _too_large(config.max_upload_bytes, too_large, scope)(scope, receive, send)
             return
         received = 0
 
@@ -126,12 +132,6 @@ def _app_path(scope: Scope) -> str:
     return path[len(root) :] or "/"
 
 
-def _too_large(limit: int, what: str) -> ASGIApp:
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse(
-        status_code=413,
-        content=error_body(
-            ImageTooLargeError.code, f"{what}; uploads are limited to {limit} bytes"
-        ),
-    )
+def _too_large(limit: int, what: str, scope: Scope) -> ASGIApp:
+    message = f"{what}; uploads are limited to {limit} bytes"
+    return error_response(413, ImageTooLargeError.code, message, scope=scope)

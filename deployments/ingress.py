@@ -10,6 +10,7 @@ in worker threads (Pillow and numpy release the GIL) to keep the event loop free
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +25,8 @@ from ray.serve.metrics import Counter, Histogram
 from starlette.datastructures import UploadFile
 
 from deployments.admission import DeadlineAdmission, PixelBudget, Reservation
+from deployments.dialects import rembg as rembg_dialect
+from deployments.dialects import removebg as removebg_dialect
 from deployments.errors import OverloadedError, install_error_handlers
 from deployments.guard import RequestGuard, key_is_valid, presented_key
 from deployments.routing import (
@@ -246,6 +249,36 @@ class Ingress:
                 headers=self.result_headers(result, started),
             )
 
+    @api.post(
+        removebg_dialect.REMOVE_PATH,
+        openapi_extra={"requestBody": removebg_dialect.openapi_body()},
+        response_class=Response,
+    )
+    async def removebg_remove(self, request: Request) -> Response:
+        """remove.bg's `POST /v1.0/removebg` (`deployments.dialects.removebg`): its fields
+        and answers; our limits, admission, pipeline and fallback."""
+        async with self.admitted() as started:
+            call = await removebg_dialect.read_call(
+                request, max_bytes=self.config.max_upload_bytes, read_upload=self._read_upload
+            )
+            photo = call.image
+            if call.image_url is not None:
+                photo = await self.fetch_url(call.image_url)
+            background = call.background
+            if call.background_url is not None:
+                background = await self.fetch_url(call.background_url)
+            assert photo is not None  # read_call checked that exactly one image came
+            result = await self.render(
+                photo, call.options, background, dialect="removebg", started=started
+            )
+            return await removebg_dialect.answer(result, call, self.result_headers(result, started))
+
+    @api.get(removebg_dialect.ACCOUNT_PATH)
+    async def removebg_account(self) -> JSONResponse:
+        """remove.bg's `GET /v1.0/account`: nothing is metered here, so no credits are
+        counted (behind the API key where keys are on, as every non-public path)."""
+        return JSONResponse(removebg_dialect.ACCOUNT)
+
     @contextlib.asynccontextmanager
     async def admitted(self) -> AsyncIterator[float]:
         """Admission at the door, before the body is read: a request this replica could not
@@ -277,16 +310,19 @@ class Ingress:
         *,
         dialect: str,
         started: float,
+        model: str | None = None,
     ) -> Result:
         """The pipeline under this replica's pixel budget, with the model groups as the
         masker; counted and logged by ``dialect`` (the API the request came through) with
-        the time since ``started`` (when `admitted` let the request in)."""
+        the time since ``started`` (when `admitted` let the request in). ``model``: the tier
+        the request asks for first (None: the configured primary); the fallback is the same."""
+        masker = functools.partial(self._router.mask, model=model)
         reservation = Reservation(self._budget)
         try:
             result = await remove_background_async(
                 photo,
                 options,
-                self._router.mask,
+                masker,
                 limits=self.config.limits,
                 background=background,
                 reserve=reservation.acquire,
@@ -361,6 +397,49 @@ class Ingress:
         if len(data) > limit:
             raise ImageTooLargeError(f"upload is over the limit of {limit} bytes")
         return data
+
+    @api.get(
+        rembg_dialect.PATH,
+        openapi_extra={"parameters": rembg_dialect.openapi_parameters(get=True)},
+        response_class=Response,
+        tags=["rembg"],
+    )
+    async def rembg_remove_url(self, request: Request) -> Response:
+        """rembg's `GET /api/remove?url=...`: the image fetched under the url_fetch policy."""
+        async with self.admitted() as started:
+            url, parsed = rembg_dialect.read_get(request)
+            photo = await self.fetch_url(url)
+            return await self._rembg_answer(photo, parsed, started)
+
+    @api.post(
+        rembg_dialect.PATH,
+        openapi_extra={
+            "parameters": rembg_dialect.openapi_parameters(get=False),
+            "requestBody": rembg_dialect.openapi_request_body(),
+        },
+        response_class=Response,
+        tags=["rembg"],
+    )
+    async def rembg_remove_file(self, request: Request) -> Response:
+        """rembg's `POST /api/remove` with the multipart `file`, under the native form's
+        limits."""
+        async with self.admitted() as started:
+            photo, parsed = await rembg_dialect.read_post(
+                request, self._read_upload, max_part_size=MAX_FIELD_BYTES
+            )
+            return await self._rembg_answer(photo, parsed, started)
+
+    async def _rembg_answer(
+        self, photo: bytes, parsed: rembg_dialect.RembgRequest, started: float
+    ) -> Response:
+        result = await self.render(
+            photo, parsed.options, None, dialect="rembg", started=started, model=parsed.model
+        )
+        return Response(
+            content=result.body,
+            media_type=result.media_type,
+            headers=self.result_headers(result, started),
+        )
 
     @api.get("/", include_in_schema=False)
     async def index(self) -> Response:

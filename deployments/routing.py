@@ -308,17 +308,20 @@ class MaskRouter:
             tag_keys=("reason",),
         )
 
-    async def mask(self, rgb: np.ndarray) -> MaskOutcome:
+    async def mask(self, rgb: np.ndarray, model: str | None = None) -> MaskOutcome:
+        """The mask from tier ``model`` (a request's choice; None: the configured primary),
+        else from the fallback tier, with the same deadlines and shedding either way."""
         await self._monitor.ready()
         config = self.config
-        primary, fallback = get_tier(config.model).label, get_tier(FALLBACK).label
+        model = config.model if model is None else model
+        primary, fallback = get_tier(model).label, get_tier(FALLBACK).label
         reason: str | None = None
-        if config.model != FALLBACK:
-            reason = self._monitor.states[config.model].unavailable_reason()
+        if model != FALLBACK:
+            reason = self._unavailable_reason(model, config)
             if reason is None:
                 try:
-                    mask = await self._call(config.model, rgb, config.timeout_s(config.model))
-                    return MaskOutcome(mask, config.model)
+                    mask = await self._call(model, rgb, config.timeout_s(model))
+                    return MaskOutcome(mask, model)
                 except TimeoutError:
                     reason = "timeout"
                 except OVERLOADED:
@@ -359,6 +362,14 @@ class MaskRouter:
                 retry_after_s=self._retry_after_s if _passing(detail) else None,
             ) from exc
         return MaskOutcome(mask, FALLBACK, reason)
+
+    def _unavailable_reason(self, model: str, config: RoutingConfig) -> str | None:
+        """Why tier ``model`` cannot serve now; `not_deployed` for a tier that is neither
+        the configured primary nor the fallback (its group runs no replica in this mode, and
+        asking it would start one), which falls back as any other reason does."""
+        if model not in (config.model, FALLBACK):
+            return "not_deployed"
+        return self._monitor.states[model].unavailable_reason()
 
     async def _call(self, name: str, rgb: np.ndarray, timeout_s: float) -> np.ndarray:
         """The group's mask at the photo's size, within `timeout_s`, one retry on replica loss."""

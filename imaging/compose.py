@@ -133,6 +133,27 @@ def ratio_canvas_size(width: int, height: int, ratio: tuple[int, int]) -> tuple[
     return k * rw, k * rh
 
 
+def capped_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """(W, H) of a width x height image scaled down (never up), ratio kept, to at most
+    ``max_pixels`` pixels: 1000x640 capped at 250000 is 625x400."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    w, h = max(1, math.floor(width * scale + 1e-6)), max(1, math.floor(height * scale + 1e-6))
+    while w * h > max_pixels:  # float rounding at the edge: at most a step or two
+        w, h = (w - 1, h) if w >= h else (w, h - 1)
+    return w, h
+
+
+def scale_down(pixels: np.ndarray, max_pixels: int) -> np.ndarray:
+    """RGB/RGBA ``pixels`` scaled down to `capped_size` (Lanczos, premultiplied for RGBA)."""
+    h, w = pixels.shape[:2]
+    size = capped_size(w, h, max_pixels)
+    if size == (w, h):
+        return pixels
+    return np.asarray(_resize(Image.fromarray(pixels), size))
+
+
 def styled_canvas_bound(width: int, height: int, ratio: tuple[int, int] | None) -> tuple[int, int]:
     """The largest canvas `compose_styled` can return for a width x height photo.
 

@@ -259,6 +259,26 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
+MAX_MEGAPIXELS = 1000.0
+"""Largest `max_megapixels` accepted: past it the cap never binds (the pixel limits do)."""
+
+_MEGAPIXELS_RE = re.compile(r"^\s*(\d{1,4}(?:\.\d{1,6})?)\s*$")
+
+
+def parse_megapixels(text: str | None) -> float | None:
+    """Parse a megapixel cap (`0.25`, `4`, `25`); blank means "no cap"."""
+    if text is None or not text.strip():
+        return None
+    m = _MEGAPIXELS_RE.match(text)
+    value = float(m.group(1)) if m else 0.0
+    if not 0.01 <= value <= MAX_MEGAPIXELS:
+        raise InvalidOptionError(
+            f"invalid max_megapixels {text!r}: expected a number of megapixels from 0.01 to "
+            f"{MAX_MEGAPIXELS:g}, e.g. 0.25"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class OptionField:
     """One output option as every entry point names and describes it."""
@@ -288,6 +308,12 @@ OPTION_FIELDS: tuple[OptionField, ...] = (
         example="2000x2000",
     ),
     OptionField(
+        "max_megapixels",
+        "Scale the photo down (never up) to at most this many megapixels before crop and "
+        "placement, keeping its ratio (remove.bg's size: 0.25 for preview).",
+        example="0.25",
+    ),
+    OptionField(
         "bg_color",
         "Background colour: RRGGBB, RRGGBBAA (with or without #) or a CSS colour name.",
         example="ffffff",
@@ -309,6 +335,12 @@ OPTION_FIELDS: tuple[OptionField, ...] = (
         "refined: soft edges get the subject's own colour, no fringe of the old background; "
         "raw: the photo's pixels.",
         tuple(e.value for e in Edges),
+    ),
+    OptionField(
+        "post_process_mask",
+        "rembg's mask post-processing (its ppm): an opening, a blur and a threshold, for a "
+        "hard mask with smooth outlines and no specks.",
+        ("true", "false"),
     ),
     OptionField(
         "format",
@@ -333,6 +365,7 @@ class RenderOptions:
     style: Style | None = None
     ratio: tuple[int, int] | None = None
     output_size: tuple[int, int] | None = None
+    max_megapixels: float | None = None
     bg_color: RGBA | None = None
     bg_image: bool = False
     crop: bool = False
@@ -341,6 +374,7 @@ class RenderOptions:
     edges: Edges = Edges.REFINED
     fmt: OutputFormat = OutputFormat.PNG
     preset: str | None = None
+    post_process_mask: bool = False
 
     @classmethod
     def parse(
@@ -375,6 +409,7 @@ class RenderOptions:
             style=parse_style(given.get("style")),
             ratio=parse_ratio(given.get("ratio")),
             output_size=parse_size(given.get("output_size")),
+            max_megapixels=parse_megapixels(given.get("max_megapixels")),
             bg_color=parse_color(given.get("bg_color")),
             bg_image=bg_image,
             crop=parse_bool("crop", given.get("crop")),
@@ -383,6 +418,7 @@ class RenderOptions:
             edges=parse_edges(given.get("edges")),
             fmt=parse_format(given.get("format")),
             preset=preset,
+            post_process_mask=parse_bool("post_process_mask", given.get("post_process_mask")),
         )
         options.validate()
         return options
@@ -414,6 +450,11 @@ class RenderOptions:
         if self.ratio is not None and self.output_size is not None:
             raise InvalidOptionError(
                 "ratio and output_size are exclusive: output_size fixes the ratio itself"
+            )
+        if self.max_megapixels is not None and (self.output_size or self.style):
+            other = "output_size" if self.output_size else "style"
+            raise InvalidOptionError(
+                f"max_megapixels and {other} are exclusive: {other} sizes the result itself"
             )
         if self.crop_margin.value and not self.crop:
             raise InvalidOptionError("crop_margin applies to a crop: send crop=true with it")

@@ -21,8 +21,9 @@ import numpy as np
 from imaging.decode import DecodedImage, decode_image
 from imaging.encode import encode_image
 from imaging.errors import InvalidOptionError
+from imaging.mask_post import post_process_mask
 from imaging.options import RenderOptions
-from imaging.render import check_output, compose, plan_output
+from imaging.render import Box, check_output, compose_located, plan_output
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ class Result:
     input_size: tuple[int, int]
     output_size: tuple[int, int]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: the subject's box in the result (`imaging.render.compose_located`); None: no subject,
+    #: or a styled composite
+    foreground: Box | None = None
 
 
 @dataclass
@@ -135,11 +139,14 @@ def finish(
     options: RenderOptions,
     timings: dict[str, float] | None = None,
 ) -> Result:
-    """Compose and encode: the last step of `remove_background`, given the mask at the
-    photo's size. ``timings`` (ms by step, filled in) become the result's."""
+    """Post-process the mask (where asked), compose and encode: the last step of
+    `remove_background`, given the mask at the photo's size. ``timings`` (ms by step, filled
+    in) become the result's."""
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
-    pixels = compose(decoded.photo, outcome.mask, options, decoded.background)
+    # a mask step, before compose: every entry point gets it (rembg's ppm, our CLI and form)
+    mask = post_process_mask(outcome.mask) if options.post_process_mask else outcome.mask
+    pixels, foreground = compose_located(decoded.photo, mask, options, decoded.background)
     t1 = time.perf_counter()
     body, media_type = encode_image(pixels, options.fmt)
     t2 = time.perf_counter()
@@ -153,6 +160,7 @@ def finish(
         input_size=(decoded.photo.width, decoded.photo.height),
         output_size=(pixels.shape[1], pixels.shape[0]),
         timings_ms=timings,
+        foreground=foreground,
     )
 
 

@@ -3,7 +3,8 @@
 Every entry point (HTTP, CLI, batch) learns the size of the result from the image header
 alone (`plan_output`), so that a request whose result would be too big is refused before any
 pixel is decoded or any model runs. The steps of `compose`, in order:
-cut out (edge colours refined unless ``edges=raw``) -> crop to the subject (+ margin) -> place
+cut out (edge colours refined unless ``edges=raw``) -> scale down (``max_megapixels``) ->
+crop to the subject (+ margin) -> place
 (exact ``output_size``, or a ``ratio`` canvas) -> background (colour or image) -> channels.
 Styled composites (`compose_styled`) frame the subject themselves.
 """
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from imaging.compose import (
+    capped_size,
     compose_styled,
     crop_box,
     crop_padded,
@@ -23,7 +25,9 @@ from imaging.compose import (
     over_color,
     over_image,
     ratio_canvas_size,
+    scale_down,
     styled_canvas_bound,
+    subject_bbox,
 )
 from imaging.decode import DecodedImage
 from imaging.errors import OutputTooLargeError
@@ -45,6 +49,8 @@ def plan_output(width: int, height: int, options: RenderOptions) -> tuple[int, i
         return options.output_size
     if options.style is not None:
         return styled_canvas_bound(width, height, options.ratio)
+    if options.max_megapixels is not None:
+        width, height = capped_size(width, height, megapixels(options.max_megapixels))
     if options.crop:
         # The subject is at most the whole photo; the margin may reach past it.
         m = options.crop_margin.pixels(max(width, height))
@@ -70,6 +76,15 @@ def check_output(size: tuple[int, int], options: RenderOptions, max_output_pixel
         )
 
 
+def megapixels(value: float) -> int:
+    """Pixels in ``value`` megapixels (`max_megapixels`)."""
+    return round(value * 1_000_000)
+
+
+#: (left, top, right, bottom) of the subject in a result, in its pixels
+Box = tuple[int, int, int, int]
+
+
 def compose(
     decoded: DecodedImage,
     mask: np.ndarray,
@@ -77,6 +92,18 @@ def compose(
     background: DecodedImage | None = None,
 ) -> np.ndarray:
     """The result's pixels: HxWx4 RGBA, HxWx3 RGB (opaque results) or HxW grey (alpha)."""
+    return compose_located(decoded, mask, options, background)[0]
+
+
+def compose_located(
+    decoded: DecodedImage,
+    mask: np.ndarray,
+    options: RenderOptions,
+    background: DecodedImage | None = None,
+) -> tuple[np.ndarray, Box | None]:
+    """`compose`, and where the subject ended up in the result (remove.bg's X-Foreground-*
+    headers): its box after crop and placement, measured as crops measure it; None when the
+    mask is empty, and for styled composites (they frame the subject themselves)."""
     if options.style is not None:
         pixels = compose_styled(
             decoded.rgb,
@@ -90,10 +117,12 @@ def compose(
             pixels = np.asarray(
                 Image.fromarray(pixels).resize(options.output_size, Image.Resampling.LANCZOS)
             )
-        return pixels
+        return pixels, None
     # The mask alone needs no edge colours: skip their cost.
     edges = Edges.RAW if options.channels is Channels.ALPHA else options.edges
     pixels = cutout(decoded.rgb, mask, input_alpha=decoded.alpha, edges=edges)
+    if options.max_megapixels is not None:
+        pixels = scale_down(pixels, megapixels(options.max_megapixels))
     if options.crop:
         box = crop_box(pixels[:, :, 3], options.crop_margin)
         if box is not None:  # no subject: nothing to crop to, the whole frame stays
@@ -102,10 +131,11 @@ def compose(
         pixels = fit_into(pixels, options.output_size)
     elif options.ratio is not None:
         pixels = fit_to_ratio(pixels, options.ratio)
+    subject = subject_bbox(pixels[:, :, 3])
     if options.channels is Channels.ALPHA:
-        return np.ascontiguousarray(pixels[:, :, 3])
+        return np.ascontiguousarray(pixels[:, :, 3]), subject
     if options.bg_color is not None:
-        return over_color(pixels, options.bg_color)
+        return over_color(pixels, options.bg_color), subject
     if background is not None:
-        return over_image(pixels, background.rgb)
-    return pixels
+        return over_image(pixels, background.rgb), subject
+    return pixels, subject

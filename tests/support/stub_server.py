@@ -74,3 +74,41 @@ def stub_server(answer: Answer) -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@dataclass
+class FileServer:
+    """`file_server`'s base URL and the paths it was asked for, in order."""
+
+    base: str
+    served: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def file_server(body: bytes, content_type: str = "image/jpeg") -> Iterator[FileServer]:
+    """Answer every GET on 127.0.0.1 (a free port) with ``body``, whatever the path (the
+    decoder, not the name, decides what it is): the image behind the URLs that the service
+    fetches in the tests. Records each path asked for."""
+    server_state = FileServer("")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            server_state.served.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server_state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server_state
+    finally:
+        server.shutdown()
+        server.server_close()

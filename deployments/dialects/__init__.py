@@ -1,0 +1,1 @@
+"""Other services' APIs on ours: thin adapters from their parameters onto `RenderOptions`."""
