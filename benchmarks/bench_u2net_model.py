@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.hardware import cpu_name
-from models.u2net import U2NetPredictor, default_threads, openvino_available
+from models.hardware import cpu_name, openvino_available
+from models.u2net import U2NetPredictor, default_threads
 from models.u2net_weights import resolve_u2net_weights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

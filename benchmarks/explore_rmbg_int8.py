@@ -35,8 +35,8 @@ import torch
 from benchmarks.bench_rmbg_runtime import DEFAULT_IMAGES, load_photos
 from benchmarks.rmbg_openvino_setup import add_model_args, f32_predictor
 from models.hardware import cpu_name
-from models.rmbg import logits_to_masks
 from models.rmbg_openvino import RMBGOpenVINOPredictor, compile_config
+from models.rmbg_transforms import logits_to_masks
 
 VARIANTS = ("f32", "wc8", "wc8-dq", "ptq")
 

@@ -34,7 +34,6 @@ from PIL import Image, ImageFilter
 
 from bgremove.folder import IMAGE_SUFFIXES
 from models.hardware import cpu_name
-from models.u2net import postprocess, preprocess
 from models.u2net_int8 import (
     RECIPES,
     GuardedInt8,
@@ -43,6 +42,7 @@ from models.u2net_int8 import (
     mask_tolerance,
     soft_share,
 )
+from models.u2net_transforms import postprocess, preprocess
 
 SIZE = (320, 320)
 

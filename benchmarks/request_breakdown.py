@@ -33,7 +33,8 @@ from imaging.options import RenderOptions
 from imaging.render import compose
 from imaging.resize import ModelInputSpec
 from models.hardware import cpu_name as cpu_model
-from models.u2net import U2NetPredictor, resize_filters
+from models.u2net import U2NetPredictor
+from models.u2net_transforms import resize_filters
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT.parent / "shared" / "images"

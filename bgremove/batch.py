@@ -48,6 +48,7 @@ from bgremove.manifest import (
 from bgremove.storage import FileEntry, S3Config, open_location
 from deployments.settings import ServiceSettings, SettingsFileError
 from imaging.errors import InvalidOptionError
+from imaging.memory import render_memory
 from imaging.options import RenderOptions
 from imaging.pipeline import Limits
 from imaging.presets import load_presets, preset_fields
@@ -75,11 +76,6 @@ MASK_CPU_SHARE = 0.75
 FALLBACK_CPU_SHARE = 1 / 16
 #: a decode task's own memory besides the photo (interpreter, libraries, the batch)
 DECODE_BASE_MEMORY = 256 * 1024**2
-#: a finish task's memory: the service ingress's rule for one request
-#: (`deployments.app.INGRESS_BASE_MEMORY`, `INGRESS_BYTES_PER_BUDGET_PIXEL`, kept equal by a
-#: test; not imported, which would load Ray Serve into the job's driver)
-FINISH_BASE_MEMORY = 512 * 1024**2
-FINISH_BYTES_PER_PIXEL = 20
 
 
 class BatchSettings(BaseSettings):
@@ -170,11 +166,11 @@ class BatchSettings(BaseSettings):
 
     def finish_memory(self, limits: Limits) -> int:
         """Bytes Ray reserves per finish task: what the service's ingress reserves for the
-        largest request (decoded photo, mask, edge refinement, canvas, encoder)."""
+        largest request (decoded photo, mask, edge refinement, canvas, encoder), by the one
+        rule of `imaging.memory`."""
         if self.finish_memory_mb is not None:
             return self.finish_memory_mb * 1024**2
-        pixels = limits.max_pixels + limits.max_output_pixels
-        return FINISH_BASE_MEMORY + FINISH_BYTES_PER_PIXEL * pixels
+        return render_memory(limits.max_pixels + limits.max_output_pixels)
 
     def s3(self) -> S3Config:
         return S3Config(

@@ -33,6 +33,7 @@ from imaging.errors import ImageError
 from imaging.options import RenderOptions
 from imaging.pipeline import Limits, MaskOutcome, decode_for, finish
 from imaging.resize import ModelInputSpec
+from models.cuda_oom import translate_cuda_oom
 from models.errors import ModelError
 from models.registry import U2NET, U2NetLoadConfig, get_tier, load_predictor
 
@@ -129,12 +130,11 @@ def _decode_row(item: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
 
 
 def failure_reason(exc: BaseException) -> str:
-    """A short code, as the service's X-Fallback-Reason: ``error:<code>`` of a model error,
-    ``error:out_of_memory`` for CUDA OOM, else ``error:<exception type>``."""
+    """A short code, as the service's X-Fallback-Reason: ``error:<code>`` of a model error
+    (``error:out_of_memory`` for a CUDA OOM, once `translate_cuda_oom` has typed it), else
+    ``error:<exception type>``."""
     if isinstance(exc, ModelError):
         return f"error:{exc.code}"
-    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda's, without importing torch
-        return "error:out_of_memory"
     return f"error:{type(exc).__name__}"
 
 
@@ -219,13 +219,13 @@ class MaskStage:
         try:
             return [(self._checked(m), "") for m in self._predictor.predict(list(images))]
         except Exception as exc:
-            if failure_reason(exc) == "error:out_of_memory":
-                import torch  # only a torch model runs out of CUDA memory
-
-                torch.cuda.empty_cache()  # image by image may fit where the batch did not
+            # a CUDA OOM frees the GPU's cache: image by image may fit where the batch did not
+            error = translate_cuda_oom(
+                exc, f"CUDA out of memory in {self._tier}: lower its batch size"
+            )
             if len(images) == 1:
                 log.warning("%s failed on an image: %r", self._tier, exc)
-                return [(None, failure_reason(exc))]
+                return [(None, failure_reason(error))]
         return [self._predict([image])[0] for image in images]
 
     def _checked(self, mask: np.ndarray) -> np.ndarray:

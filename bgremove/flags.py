@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from imaging.encode import FORMATS
 from imaging.errors import InvalidOptionError
 from imaging.options import OPTION_FIELDS, OutputFormat, RenderOptions, parse_format
 from imaging.presets import builtin_presets
@@ -23,11 +24,7 @@ from models.registry import TIERS
 #: env variable holding the API key of ``--url`` (the service reads BG_REMOVAL_API_KEYS)
 API_KEY_ENV = "BG_REMOVAL_API_KEY"
 #: file suffix of each output format
-SUFFIXES: dict[OutputFormat, str] = {
-    OutputFormat.PNG: ".png",
-    OutputFormat.WEBP: ".webp",
-    OutputFormat.JPEG: ".jpg",
-}
+SUFFIXES: dict[OutputFormat, str] = {fmt: info.suffix for fmt, info in FORMATS.items()}
 _BOOL_CHOICES = ("true", "false")
 
 

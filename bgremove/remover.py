@@ -10,14 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from imaging.encode import FORMATS
 from imaging.options import OutputFormat
 
 #: media type -> output format, for results whose format the remover chose
-MEDIA_FORMATS: dict[str, OutputFormat] = {
-    "image/png": OutputFormat.PNG,
-    "image/webp": OutputFormat.WEBP,
-    "image/jpeg": OutputFormat.JPEG,
-}
+MEDIA_FORMATS: dict[str, OutputFormat] = {info.media_type: fmt for fmt, info in FORMATS.items()}
 
 
 @dataclass(frozen=True)

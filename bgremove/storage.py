@@ -25,9 +25,11 @@ import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from bgremove.errors import SetupError, UsageError
-from bgremove.output import TEMP_PREFIX
 
 S3_SCHEME = "s3://"
+#: prefix of a local file's temporary while it is written (hidden: folder scans skip names
+#: starting with a dot)
+TEMP_PREFIX = ".bgremove-"
 #: when an endpoint is set without a region: S3-compatible stores accept any region, and
 #: without one the AWS SDK would ask AWS where the bucket lives
 DEFAULT_ENDPOINT_REGION = "us-east-1"

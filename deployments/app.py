@@ -16,6 +16,7 @@ from ray.serve import Application, Deployment
 
 from deployments.ingress import Ingress, IngressConfig
 from deployments.settings import GroupSettings, RecoveryConfig, ServiceSettings
+from imaging.memory import render_memory
 from imaging.presets import load_presets, preset_fields
 from models.registry import TIERS, get_tier
 
@@ -23,13 +24,6 @@ logger = logging.getLogger("ray.serve")
 
 #: GPU share of one RMBG-2.0 replica when the config does not say (two per GPU).
 DEFAULT_GPU_SHARE = 0.5
-#: Memory of an idle ingress replica (Python, FastAPI, Ray's worker), bytes.
-INGRESS_BASE_MEMORY = 512 * 1024**2
-#: Memory per pixel of the ingress's pixel budget (input + output pixels): the decoded RGB
-#: (3 bytes), mask and input alpha (2), the refined-edge copy (3) and the estimator's
-#: working arrays (up to 27 over the soft-edge crop) of the input, the composed RGBA (4)
-#: and the encoder's buffers of the output; per budget pixel, with headroom.
-INGRESS_BYTES_PER_BUDGET_PIXEL = 20
 #: Seconds a stopping replica gets beyond its longest request before it is killed.
 SHUTDOWN_MARGIN_S = 10.0
 #: Replica options of a group that runs no replica in this mode (e.g. RMBG2 in `u2net`
@@ -122,7 +116,7 @@ def replica_class(name: str) -> Deployment:
 
 def ingress_memory_bytes(settings: ServiceSettings) -> int:
     """Memory Ray reserves for one ingress replica: its base plus its pixel budget."""
-    return INGRESS_BASE_MEMORY + settings.ingress_pixel_budget * INGRESS_BYTES_PER_BUDGET_PIXEL
+    return render_memory(settings.ingress_pixel_budget)
 
 
 def _scaling(count: int | None, autoscaling: dict[str, Any] | None) -> dict[str, Any]:

@@ -18,8 +18,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -29,14 +28,9 @@ from ray.serve.metrics import Histogram
 from deployments.settings import RecoveryConfig
 from imaging.resize import ModelInputSpec
 from models.errors import ModelError
+from models.registry import MaskPredictor
 
 logger = logging.getLogger("ray.serve")
-
-
-class MaskPredictor(Protocol):
-    """The interface both backends offer: RGB uint8 images in, uint8 alpha masks out."""
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]: ...
 
 
 class ModelNotLoadedError(ModelError):

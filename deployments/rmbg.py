@@ -12,11 +12,11 @@ from typing import Any
 import ray
 from ray import serve
 
-from deployments.model_replica import MaskPredictor, ModelReplica
+from deployments.model_replica import ModelReplica
 from deployments.settings import RecoveryConfig
 from imaging.resize import ModelInputSpec
-from models.errors import OutOfMemoryError
-from models.registry import RMBG, RMBGLoadConfig, get_tier, load_predictor
+from models.cuda_oom import translate_cuda_oom
+from models.registry import RMBG, MaskPredictor, RMBGLoadConfig, get_tier, load_predictor
 
 
 @serve.deployment(name="RMBG2", max_ongoing_requests=32, health_check_period_s=10)
@@ -55,12 +55,8 @@ class RMBGDeployment(ModelReplica):
         return get_tier(RMBG).input_size(self._config, self._predictor)
 
     def _translate(self, exc: Exception) -> Exception:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            torch.cuda.empty_cache()
-            return OutOfMemoryError(
-                "CUDA out of memory in RMBG-2.0: lower rmbg_max_batch_size or give each "
-                f"replica a larger GPU share ({exc})"
-            )
-        return exc
+        return translate_cuda_oom(
+            exc,
+            "CUDA out of memory in RMBG-2.0: lower rmbg_max_batch_size or give each "
+            "replica a larger GPU share",
+        )

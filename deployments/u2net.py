@@ -11,10 +11,10 @@ from typing import Any
 
 from ray import serve
 
-from deployments.model_replica import MaskPredictor, ModelReplica
+from deployments.model_replica import ModelReplica
 from deployments.settings import RecoveryConfig
 from imaging.resize import ModelInputSpec
-from models.registry import U2NET, U2NetLoadConfig, get_tier, load_predictor
+from models.registry import U2NET, MaskPredictor, U2NetLoadConfig, get_tier, load_predictor
 
 
 @serve.deployment(name="U2Net", max_ongoing_requests=32, health_check_period_s=10)

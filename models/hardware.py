@@ -1,7 +1,8 @@
-"""Facts about the CPU this process runs on, for speed choices made by measurement.
+"""Facts about the machine this process runs on, for speed choices made by measurement.
 
 Timings (and so every runtime, precision and thread choice) depend on the CPU, so
-benchmarks print its name next to their figures and cached choices are keyed by it.
+benchmarks print its name next to their figures and cached choices are keyed by it; which
+runtimes are candidates depends on what is installed (`openvino_available`).
 """
 
 from __future__ import annotations
@@ -27,3 +28,12 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def openvino_available() -> bool:
+    """Whether the `openvino` package can be imported (runtimes offer it only then)."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True

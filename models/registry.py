@@ -79,7 +79,7 @@ def _rmbg_input(config: RMBGLoadConfig, predictor: MaskPredictor) -> ModelInputS
 def _u2net_input(config: U2NetLoadConfig, predictor: Any) -> ModelInputSpec:
     from PIL import Image
 
-    from models.u2net import resize_filters
+    from models.u2net_transforms import resize_filters
 
     info = predictor.info
     reducing_gap, upscale = resize_filters(info.resize)

@@ -15,24 +15,21 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from models.birefnet import BiRefNet
 from models.errors import DeviceUnavailableError
+from models.hardware import openvino_available
+from models.rmbg_openvino import RMBGOpenVINOPredictor, normalize_precision
+from models.rmbg_transforms import check_images, logits_to_masks, normalization, resize_normalize
 from models.rmbg_weights import load_birefnet
-
-if TYPE_CHECKING:
-    from models.rmbg_openvino import RMBGOpenVINOPredictor
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "openvino")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -88,72 +85,6 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device | None = None) 
     elif dtype.lower() in _DTYPES:
         return _DTYPES[dtype.lower()]
     raise ValueError(f"unsupported dtype {dtype!r}; use float32, float16 or bfloat16")
-
-
-def check_images(images: Sequence[np.ndarray]) -> None:
-    """Reject anything but RGB uint8 HxWx3 arrays, naming the offending image."""
-    for i, img in enumerate(images):
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
-            raise ValueError(f"image {i}: expected a uint8 numpy array")
-        if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
-            raise ValueError(f"image {i}: expected an RGB array HxWx3, got shape {img.shape}")
-
-
-def normalization(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(shift, scale) with `(x - shift) / scale == (x / 255 - mean) / std` for uint8 pixels."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return mean * 255.0, std * 255.0
-
-
-def resize_normalize(
-    images: Sequence[torch.Tensor],
-    resolution: int,
-    shift: torch.Tensor,
-    scale: torch.Tensor,
-    batch: int | None = None,
-) -> torch.Tensor:
-    """(1, 3, H, W) uint8 images -> normalized (B', 3, R, R) float32, zero-padded to `batch`.
-
-    Antialiased bilinear like the official torchvision `Resize`; shared by every
-    runtime so that they all see the same network input.
-    """
-    rows = [
-        F.interpolate(
-            img.float(),
-            size=(resolution, resolution),
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        )
-        for img in images
-    ]
-    x = (torch.cat(rows) - shift) / scale
-    if batch is not None and batch > x.shape[0]:
-        x = torch.cat((x, x.new_zeros(batch - x.shape[0], *x.shape[1:])))
-    return x
-
-
-def logits_to_masks(logits: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """Sigmoid in float32, resize to each size, round to 0..255, one device-to-host copy."""
-    prob = torch.sigmoid(logits.float())
-    masks = [
-        F.interpolate(
-            prob[i : i + 1], size=size, mode="bilinear", align_corners=False, antialias=True
-        )
-        .mul_(255.0)
-        .round_()
-        .clamp_(0, 255)
-        .to(torch.uint8)
-        .reshape(-1)
-        for i, size in enumerate(sizes)
-    ]
-    flat = torch.cat(masks).cpu().numpy()
-    out, offset = [], 0
-    for h, w in sizes:
-        out.append(flat[offset : offset + h * w].reshape(h, w))
-        offset += h * w
-    return out
 
 
 def _bucket(n: int) -> int:
@@ -410,8 +341,6 @@ def load_rmbg_predictor(
     and `runtime_reason` says why. The device and settings are checked before
     the (large) weights are read.
     """
-    from models.rmbg_openvino import openvino_available
-
     if resolution <= 0 or resolution % 32:
         raise ValueError(f"resolution must be a positive multiple of 32, got {resolution}")
     if batch_size < 1 or (threads is not None and threads < 1):
@@ -426,15 +355,11 @@ def load_rmbg_predictor(
     torch_dtype = resolve_dtype(dtype, dev)
     chosen, reason = select_runtime(runtime, dev, dtype, openvino_installed=openvino_available())
     if chosen == "openvino":
-        from models.rmbg_openvino import normalize_precision
-
         precision = normalize_precision(str(dtype).removeprefix("torch."))
     model = load_birefnet(
         source, arch=arch, revision=revision, token=token, offline=offline, cache_dir=hub_cache_dir
     )
     if chosen == "openvino":
-        from models.rmbg_openvino import RMBGOpenVINOPredictor
-
         try:
             ov_predictor = RMBGOpenVINOPredictor(
                 model,

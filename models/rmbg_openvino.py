@@ -11,7 +11,7 @@ versions of torch, OpenVINO and this conversion. Only the first start of a
 replica (per node or per shared cache volume) pays for the conversion.
 
 Pre- and postprocessing are exactly those of `RMBGPredictor` (shared
-functions of `models.rmbg`), so both runtimes see the same network input and
+functions of `models.rmbg_transforms`), so both runtimes see the same network input and
 round masks the same way.
 """
 
@@ -38,9 +38,10 @@ import numpy as np
 import torch
 
 from models.birefnet import BiRefNet
+from models.files import publish, remove_stale_temporaries, staged_directory, write_atomic
 from models.hardware import cpu_name
 from models.hardware import usable_cpus as default_threads
-from models.rmbg import check_images, logits_to_masks, normalization, resize_normalize
+from models.rmbg_transforms import check_images, logits_to_masks, normalization, resize_normalize
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -72,15 +73,6 @@ class OpenVINOBuildError(RuntimeError):
     The message starts with the stage ("conversion failed: ..." or
     "compilation failed: ...") so that health output says which one.
     """
-
-
-def openvino_available() -> bool:
-    """Whether the `openvino` package can be imported."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def default_cache_dir() -> Path:
@@ -222,20 +214,8 @@ def _discard(directory: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _remove_stale(cache_dir: Path, name: str, max_age_s: float = 3600.0) -> None:
-    """Delete temporary entries of `name` left by crashed writers (they hold a full IR)."""
-    now = time.time()
-    for tmp in cache_dir.glob(f".tmp-{name}-*"):
-        with contextlib.suppress(OSError):
-            if now - tmp.stat().st_mtime > max_age_s:
-                shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic: a temp file in the same directory, then os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def load_or_convert(
@@ -279,24 +259,22 @@ def load_or_convert(
         seconds = time.perf_counter() - start
         if cache_error is not None:
             return CachedModel(key, directory, None, False, seconds, ov_model, cache_error)
-        _remove_stale(cache_dir, name)
-        tmp = cache_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # crashed writers' entries hold a full IR each
+        remove_stale_temporaries(directory)
         try:
-            tmp.mkdir()
-            # keep f32 weights: the default fp16 compression changes the masks
-            ov.save_model(ov_model, str(tmp / _MODEL_FILE), compress_to_fp16=False)
-            meta = {**parts, "key": key, "conversion_s": seconds, "created": time.time()}
-            _write_json(tmp / _META_FILE, meta)
-            if directory.exists() and not _complete(directory):
-                _discard(directory)  # a broken leftover would block the rename forever
-            try:
-                tmp.rename(directory)
-            except OSError:
-                if not _complete(directory):
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)  # another writer won the race
+            with staged_directory(directory) as tmp:
+                # keep f32 weights: the default fp16 compression changes the masks
+                ov.save_model(ov_model, str(tmp / _MODEL_FILE), compress_to_fp16=False)
+                meta = {**parts, "key": key, "conversion_s": seconds, "created": time.time()}
+                _write_json(tmp / _META_FILE, meta)
+                if directory.exists() and not _complete(directory):
+                    _discard(directory)  # a broken leftover would block the rename forever
+                try:
+                    publish(tmp, directory)
+                except OSError:
+                    if not _complete(directory):
+                        raise  # else another writer won the race: theirs is kept
         except (OSError, RuntimeError) as exc:  # OpenVINO's writer says RuntimeError on a full disk
-            shutil.rmtree(tmp, ignore_errors=True)
             log.warning("could not save the OpenVINO model to %s: %s", directory, exc)
             return CachedModel(
                 key, directory, None, False, seconds, ov_model, f"{type(exc).__name__}: {exc}"
@@ -311,7 +289,7 @@ def compile_config(threads: int, precision: str, blob_cache: Path | None = None)
         "NUM_STREAMS": "1",
         "INFERENCE_NUM_THREADS": str(threads),
         "INFERENCE_PRECISION_HINT": precision,
-        # replicas on one node would share the first cores if pinned (models/u2net.py)
+        # replicas on one node would share the first cores if pinned (models/u2net_tuning.py)
         "ENABLE_CPU_PINNING": "NO",
         # the default snippets path failed on the masked SDPA of the shifted windows
         # (issue 9) and, where it compiles, is slower here
@@ -411,31 +389,6 @@ class RMBGOpenVINOPredictor:
         #: what the plugin really runs (bf16 asked on a CPU without it may read back f32)
         self.precision_effective = getattr(hint, "to_string", lambda: str(hint))()
         self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-
-    @classmethod
-    def from_source(
-        cls,
-        source: str | Path | None = None,
-        *,
-        arch: str = "rmbg-2.0",
-        revision: str | None = None,
-        token: str | None = None,
-        offline: bool | None = None,
-        hub_cache_dir: str | Path | None = None,
-        **kwargs: Any,
-    ) -> RMBGOpenVINOPredictor:
-        """Load weights (typed errors of `models.errors`) and build the predictor."""
-        from models.rmbg_weights import load_birefnet
-
-        model = load_birefnet(
-            source,
-            arch=arch,
-            revision=revision,
-            token=token,
-            offline=offline,
-            cache_dir=hub_cache_dir,
-        )
-        return cls(model, **kwargs)
 
     # -- compilation and precision -------------------------------------------------------
 

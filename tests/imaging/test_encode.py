@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from imaging.compose import cutout
-from imaging.encode import encode_image, encode_png, png_backend
+from imaging.encode import FORMATS, encode_image, encode_png, png_backend
 from imaging.errors import InvalidOptionError
 from imaging.options import OutputFormat
 
@@ -105,3 +105,14 @@ def test_png_pillow_fallback_round_trip(monkeypatch: pytest.MonkeyPatch) -> None
     assert encode.png_backend().startswith("pillow")
     px = _rgba()
     np.testing.assert_array_equal(np.asarray(_decode(encode.encode_png(px))), px)
+
+
+@pytest.mark.parametrize("fmt", list(OutputFormat))
+def test_every_format_is_in_the_table_and_labelled_as_encoded(fmt: OutputFormat) -> None:
+    """The one format table (the CLI's suffixes and media types come from it) covers every
+    format, with the media type `encode_image` returns and a suffix Pillow reads as it."""
+    pixels = np.zeros((4, 4, 3), np.uint8)
+    data, media = encode_image(pixels, fmt)
+    info = FORMATS[fmt]
+    assert media == info.media_type
+    assert _decode(data).format == Image.registered_extensions()[info.suffix]

@@ -21,16 +21,9 @@ import pytest
 from PIL import Image
 
 from models.errors import CorruptWeightsError, InvalidModelError, WeightsNotFoundError
-from models.u2net import (
-    MAX_BATCH,
-    U2NetInferenceError,
-    U2NetPredictor,
-    default_threads,
-    openvino_available,
-    postprocess,
-    preprocess,
-    resize_filters,
-)
+from models.hardware import openvino_available
+from models.u2net import MAX_BATCH, U2NetInferenceError, U2NetPredictor, default_threads
+from models.u2net_transforms import postprocess, preprocess, resize_filters
 from models.u2net_tuning import cpu_has_native_bf16
 from models.u2net_weights import default_u2net_home, home_candidates, model_spec
 from tests.support.onnx_models import write_u2net_shaped_onnx

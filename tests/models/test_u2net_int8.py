@@ -18,8 +18,8 @@ from PIL import Image, ImageFilter
 
 from bgremove.cli import main as bgremove
 from models.errors import Int8UnavailableError
-from models.hardware import usable_cpus
-from models.u2net import U2NetPredictor, openvino_available
+from models.hardware import openvino_available, usable_cpus
+from models.u2net import U2NetPredictor
 from models.u2net_int8 import RECIPES, GuardedInt8, int8_files, soft_share, usable_int8
 from models.u2net_tuning import plan_candidates
 from models.u2net_weights import resolve_u2net_weights

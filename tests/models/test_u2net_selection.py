@@ -25,8 +25,8 @@ import pytest
 from deployments.settings import ServiceSettings
 from models import u2net as u2net_module
 from models.errors import CorruptWeightsError, ModelError
-from models.hardware import cpu_name
-from models.u2net import U2NetPredictor, default_threads, openvino_available
+from models.hardware import cpu_name, openvino_available
+from models.u2net import U2NetPredictor, default_threads
 from models.u2net_tuning import (
     Candidate,
     cpu_flags_digest,
