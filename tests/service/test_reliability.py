@@ -113,6 +113,38 @@ class TestBudgets:
                 _error(response, 503, "overloaded")
                 assert response.headers["retry-after"]
 
+    @pytest.mark.parametrize("dialect", ["rembg", "removebg"])
+    def test_a_dialect_under_overload_answers_with_retry_after(
+        self, tight: str, dialect: str
+    ) -> None:
+        """A short burst through a dialect: every answer is the image or the overload answer
+        a client of that API retries (rembg's clients: our 503; remove.bg's: its 429)."""
+        photo = _encode((64, 64))
+
+        def send(_: int) -> httpx.Response:
+            if dialect == "rembg":
+                files = {"file": ("photo.jpg", photo, "image/jpeg")}
+                return httpx.post(f"{tight}/api/remove", files=files, timeout=120)
+            files = {"image_file": ("photo.jpg", photo, "image/jpeg")}
+            return httpx.post(f"{tight}/v1.0/removebg", files=files, timeout=120)
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            responses = list(pool.map(send, range(32)))
+        overload = 503 if dialect == "rembg" else 429
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {200, overload}, [r.text for r in responses if r.status_code >= 400]
+        assert 200 in statuses and overload in statuses, statuses
+        for response in responses:
+            if response.status_code == 200:
+                assert response.headers["x-model-used"] == "u2net"
+                continue
+            assert int(response.headers["retry-after"]) >= 1
+            if dialect == "rembg":
+                assert response.json()["error"]["code"] == "overloaded"
+            else:
+                assert response.json()["errors"][0]["code"] == "rate_limit_exceeded"
+                assert response.headers["x-ratelimit-remaining"] == "0"
+
 
 class TestBodyLimits:
     def test_chunked_upload_over_the_limit_is_413(self, tight: str) -> None:
