@@ -8,7 +8,7 @@ half-way. It prints what a client saw: requests sent, status counts, lost reques
 (anything but 2xx, 429, and 503 with Retry-After, including timeouts and connection
 errors), p50/p99 latency, and the peak RSS of each replica.
 
-    .venv/bin/python benchmarks/load_fault.py --minutes 10 --multiple 2 --kill-every 60
+    .venv/bin/python -m benchmarks.load_fault --minutes 10 --multiple 2 --kill-every 60
 
 Traffic goes to 127.0.0.1 only; every loop is bounded in count and time.
 """
@@ -23,7 +23,6 @@ import random
 import statistics
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,76 +32,16 @@ import ray
 import yaml
 from ray import serve
 
+from benchmarks.loadgen import (
+    MAX_WORKERS,
+    ROOT,
+    Results,
+    closed_loop,
+    load_photos,
+    one_request,
+    rss_mib,
+)
 from models.hardware import cpu_name as cpu_model
-
-ROOT = Path(__file__).resolve().parents[1]
-IMAGES = ROOT.parent / "shared" / "images"
-MAX_WORKERS = 96
-
-
-class Results:
-    """What the clients saw, thread-safe."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.statuses: Counter[str] = Counter()
-        self.models: Counter[str] = Counter()
-        self.latencies: list[float] = []
-        self.lost: list[str] = []
-        self.sent = 0
-
-    def record(self, outcome: str, latency: float, lost: str | None, model: str | None) -> None:
-        with self.lock:
-            self.statuses[outcome] += 1
-            if model:
-                self.models[model] += 1
-            if outcome == "200":
-                self.latencies.append(latency)
-            if lost:
-                self.lost.append(lost)
-
-
-def one_request(client: httpx.Client, url: str, photo: tuple[str, bytes], results: Results) -> None:
-    started = time.perf_counter()
-    try:
-        response = client.post(url, files={"file": photo}, timeout=150)
-    except httpx.HTTPError as exc:
-        when = time.strftime("%H:%M:%S")
-        results.record(type(exc).__name__, 0.0, f"{when} {type(exc).__name__}: {exc}", None)
-        return
-    latency = time.perf_counter() - started
-    status = response.status_code
-    retryable = status == 429 or (status == 503 and "retry-after" in response.headers)
-    lost = (
-        None
-        if (200 <= status < 300 or retryable)
-        else f"{time.strftime('%H:%M:%S')} {status}: {response.text[:160]}"
-    )
-    outcome = f"{status}" + ("+retry-after" if retryable else "")
-    results.record(outcome, latency, lost, response.headers.get("x-model-used"))
-
-
-def closed_loop(url: str, photos: list[tuple[str, bytes]], clients: int, seconds: float) -> float:
-    """Throughput (200s per second) of `clients` back-to-back clients: the capacity."""
-    results = Results()
-    deadline = time.monotonic() + seconds
-    cycle = itertools.cycle(photos)
-    lock = threading.Lock()
-
-    def client_loop() -> None:
-        with httpx.Client() as client:
-            while time.monotonic() < deadline:
-                with lock:
-                    photo = next(cycle)
-                one_request(client, url, photo, results)
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results.statuses["200"] / (time.monotonic() - started)
 
 
 def replica_pids() -> dict[str, int]:
@@ -111,17 +50,6 @@ def replica_pids() -> dict[str, int]:
     address = ray.get_runtime_context().gcs_address  # the drill's own cluster
     actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
     return {a.name: a.pid for a in actors if a.name and a.name.startswith("SERVE_REPLICA::")}
-
-
-def rss_mib(pid: int) -> float | None:
-    """Resident memory of a process from /proc (Linux), MiB; None once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def sample_rss(peaks: dict[str, float], stop: threading.Event) -> None:
@@ -190,11 +118,7 @@ def main() -> None:
 
     _wait_until_running(app_name, deploy)
     url = f"http://127.0.0.1:{opts.port}/api/v1/remove-background"
-    photos = [
-        (p.name, p.read_bytes())
-        for p in sorted(IMAGES.iterdir())
-        if p.suffix.lower() in {".jpg", ".png"}
-    ]
+    photos = load_photos()
     capacity = closed_loop(url, photos, opts.capacity_clients, opts.capacity_seconds)
     rate = capacity * opts.multiple
     print(

@@ -14,12 +14,18 @@ scripts/setup.sh
 export U2NET_HOME=${U2NET_HOME:-$PWD/.models/u2net}
 .venv/bin/python scripts/fetch_models.py --model u2net --home "$U2NET_HOME"
 export BG_REMOVAL_REQUIRE_U2NET=1
-# The web page's test drives a real headless Chromium: Debian's browser and driver, once.
-if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+# Debian packages the tests drive, each installed once when missing: Chromium and its driver
+# (the web page's test), curl (rembg's documented requests, run verbatim), redis-server (the
+# GCS fault-tolerance drill keeps the GCS in a Redis it starts itself on 127.0.0.1).
+missing=()
+for pair in chromium:chromium chromedriver:chromium-driver curl:curl redis-server:redis-server; do
+  [ -x "/usr/bin/${pair%%:*}" ] || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   as_root=()
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then as_root=(sudo); fi
   "${as_root[@]}" apt-get update -q
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 export BG_REMOVAL_REQUIRE_BROWSER=1
 .venv/bin/ruff check .

@@ -226,6 +226,18 @@ BROKEN: dict[str, tuple[Path, Callable[[dict[str, Any]], None], str]] = {
         ),
         "secretRef",
     ),
+    "misspelt GCS fault tolerance field": (
+        RAYSERVICE,
+        lambda m: _rename(
+            cluster_spec(m)["gcsFaultToleranceOptions"], "redisAddress", "redisAdress"
+        ),
+        "redisAdress",
+    ),
+    "unknown GCS fault tolerance backend": (
+        RAYSERVICE,
+        lambda m: cluster_spec(m)["gcsFaultToleranceOptions"].update(backend="etcd"),
+        "backend",
+    ),
 }
 
 
@@ -354,6 +366,23 @@ def test_hf_token_comes_from_an_optional_secret(path: Path) -> None:
             ref = env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
             assert ref["optional"] is True and ref["name"] and ref["key"]
     assert seen
+
+
+def test_service_gcs_is_fault_tolerant_with_redis_from_a_secret() -> None:
+    """A head restart must not take the workers' replicas with it: the GCS keeps its state
+    in Redis, whose password comes from a Secret, never from the manifest."""
+    cluster = cluster_spec(load(RAYSERVICE))
+    options = cluster["gcsFaultToleranceOptions"]
+    host, _, port = options["redisAddress"].rpartition(":")
+    assert DNS1035.match(host) and port.isdigit(), options["redisAddress"]
+    assert options.get("backend", "redis") == "redis"
+    password = options["redisPassword"]
+    assert "value" not in password, "the Redis password must not be written into the manifest"
+    ref = password["valueFrom"]["secretKeyRef"]
+    assert ref["name"] and ref["key"] and not ref.get("optional", False)
+    # KubeRay refuses a password given both here and as a ray start parameter
+    for _, group in groups(load(RAYSERVICE)):
+        assert "redis-password" not in group.get("rayStartParams", {})
 
 
 def test_api_keys_come_from_a_secret_on_every_pod() -> None:
