@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 import uuid
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bgremove.errors import SetupError, UsageError
 from bgremove.flags import SUFFIXES, add_option_flags, option_fields
@@ -46,7 +47,12 @@ from bgremove.manifest import (
     options_fingerprint,
 )
 from bgremove.storage import FileEntry, S3Config, open_location
-from deployments.settings import ServiceSettings, SettingsFileError
+from deployments.settings import (
+    ServiceSettings,
+    SettingsFileError,
+    settings_file,
+    strict_file_source,
+)
 from imaging.errors import InvalidOptionError
 from imaging.memory import render_memory
 from imaging.options import RenderOptions
@@ -156,6 +162,26 @@ class BatchSettings(BaseSettings):
         None,
         validation_alias=AliasChoices("BG_REMOVAL_BATCH_S3_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
     )
+
+    @classmethod
+    def load(cls, **given: Any) -> BatchSettings:
+        """Read once: ``given`` (flags), the environment, then the same `.env` file as the
+        service's settings (`deployments.settings.settings_file`), then the defaults."""
+        return cls(**given, _env_file=settings_file(None, os.environ))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """pydantic-settings' order, with the .env file's BG_REMOVAL_BATCH_* lines read
+        strictly (a typo is an error naming the line)."""
+        file_settings = strict_file_source(settings_cls, dotenv_settings)
+        return init_settings, env_settings, file_settings, file_secret_settings
 
     def decode_memory(self, limits: Limits) -> int:
         """Bytes Ray reserves per decode task: the photo it decodes at a time (3 bytes per
@@ -560,7 +586,7 @@ def run_batch(
     a bad input is a failed record, never an exception.
     """
     started = time.perf_counter()
-    settings = settings or BatchSettings()
+    settings = settings or BatchSettings.load()
     service = service or ServiceSettings.load()
     run_id = new_run_id()
     background = _read_background(bg_image)
@@ -706,8 +732,8 @@ def settings_from_args(args: argparse.Namespace) -> BatchSettings:
     names = [name for name, _ in _JOB_FLAGS.values()] + [n for n, _ in _S3_FLAGS.values()]
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     try:
-        return BatchSettings(**given)
-    except ValidationError as exc:
+        return BatchSettings.load(**given)
+    except (ValidationError, SettingsFileError) as exc:
         raise UsageError(f"invalid batch settings: {exc}", code="settings") from None
 
 

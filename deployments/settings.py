@@ -294,7 +294,7 @@ class ServiceSettings(BaseSettings):
         path = settings_file(args.get("env_file"), environ)
         if path is None:
             return cls(**{**args, "env_file": ""})
-        lines = read_settings_file(path)
+        lines = read_settings_file(path, cls, BATCH_PREFIX)
         log.info("settings: read %s from %s", ", ".join(lines.values) or "nothing", path)
         if lines.ignored:
             log.warning(
@@ -315,23 +315,8 @@ class ServiceSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """pydantic-settings' order (args, environment, .env, defaults), with the .env file
         read strictly (`read_settings_file`)."""
-        assert isinstance(dotenv_settings, DotEnvSettingsSource)
-        strict = _StrictDotEnvSource(settings_cls, env_file=dotenv_settings.env_file)
-        return init_settings, env_settings, strict, file_secret_settings
-
-    @classmethod
-    def variable_names(cls) -> dict[str, str]:
-        """Each setting's environment variables (upper case) -> the setting's name: its
-        `BG_REMOVAL_` name, and its alias where it has one (`U2NET_HOME`, rembg's)."""
-        prefix = cls.model_config["env_prefix"]
-        names: dict[str, str] = {}
-        for name, info in cls.model_fields.items():
-            names[f"{prefix}{name}".upper()] = name
-            if isinstance(info.validation_alias, AliasChoices):
-                choices = info.validation_alias.choices
-                names.update({str(c): name for c in choices if str(c).isupper()})
-        names.pop(ENV_FILE_VARIABLE, None)  # named outside the file, never inside it
-        return names
+        file_settings = strict_file_source(settings_cls, dotenv_settings, BATCH_PREFIX)
+        return init_settings, env_settings, file_settings, file_secret_settings
 
     @field_validator("api_keys", "cors_allow_origins", "url_fetch_allowlist", mode="before")
     @classmethod
@@ -504,24 +489,43 @@ def settings_file(given: str | None, environ: Mapping[str, str]) -> Path | None:
     return path.resolve()
 
 
+def variable_names(settings_cls: type[BaseSettings]) -> dict[str, str]:
+    """Each setting's environment variables (upper case) -> the setting's name: its prefixed
+    name, and its upper-case alias where it has one (`U2NET_HOME`, rembg's)."""
+    prefix = settings_cls.model_config.get("env_prefix", "")
+    names: dict[str, str] = {}
+    for name, info in settings_cls.model_fields.items():
+        names[f"{prefix}{name}".upper()] = name
+        if isinstance(info.validation_alias, AliasChoices):
+            choices = info.validation_alias.choices
+            names.update({str(c): name for c in choices if str(c).isupper()})
+    names.pop(ENV_FILE_VARIABLE, None)  # named outside the file, never inside it
+    return names
+
+
 @dataclass(frozen=True)
 class SettingsFileLines:
-    """What a settings file holds: setting values by variable name, and other names."""
+    """What a settings file holds for one settings class: its values by variable name, and
+    the names that are none of its settings (nor another class's)."""
 
     values: dict[str, str]
     ignored: tuple[str, ...]
 
 
-def read_settings_file(path: Path) -> SettingsFileLines:
-    """The `BG_REMOVAL_*` (and `U2NET_HOME`) lines of a .env file.
+def read_settings_file(
+    path: Path, settings_cls: type[BaseSettings], other_prefix: str = ""
+) -> SettingsFileLines:
+    """The lines of a .env file that set ``settings_cls``'s settings.
 
     Strict where python-dotenv is lenient: a line it cannot parse, a name without a value
-    and an unknown `BG_REMOVAL_` name (a typo would silently change nothing) are errors
-    naming the file and line. Other names (e.g. `HF_TOKEN`) are not settings: left alone,
-    since secrets belong in the environment, not in settings Serve stores.
+    and an unknown name with the class's prefix (`BG_REMOVAL_`: a typo would silently change
+    nothing) are errors naming the file and line. Names under ``other_prefix`` belong to
+    another class (a batch job's `BG_REMOVAL_BATCH_*`, which reads the same file), checked
+    there. Other names (e.g. `HF_TOKEN`) are not settings: left alone, since secrets belong
+    in the environment, not in settings Serve stores.
     """
-    known = ServiceSettings.variable_names()
-    prefix = ServiceSettings.model_config["env_prefix"]
+    known = variable_names(settings_cls)
+    prefix = settings_cls.model_config.get("env_prefix", "")
     values: dict[str, str] = {}
     ignored: list[str] = []
     with path.open(encoding="utf-8") as stream:
@@ -542,8 +546,8 @@ def read_settings_file(path: Path) -> SettingsFileLines:
                 raise SettingsFileError(f"{where}: {binding.key} has no value; write {name}=...")
             if name in known:
                 values[name] = binding.value
-            elif name.startswith(BATCH_PREFIX):
-                continue  # a batch job's own setting (`bgremove batch`), not the service's
+            elif other_prefix and name.startswith(other_prefix):
+                continue  # another settings class's line
             elif name.startswith(prefix):
                 close = difflib.get_close_matches(name, list(known), n=1)
                 hint = f"; did you mean {close[0]}?" if close else ""
@@ -553,8 +557,24 @@ def read_settings_file(path: Path) -> SettingsFileLines:
     return SettingsFileLines(values, tuple(ignored))
 
 
-class _StrictDotEnvSource(DotEnvSettingsSource):
+class _StrictFileSource(DotEnvSettingsSource):
     """pydantic-settings' .env source, reading files through `read_settings_file`."""
 
+    def __init__(self, settings_cls: type[BaseSettings], env_file: Any, other_prefix: str) -> None:
+        self._other_prefix = other_prefix  # before the base class reads the file
+        super().__init__(settings_cls, env_file=env_file)
+
     def _read_env_file(self, file_path: Path) -> Mapping[str, str | None]:
-        return {name.lower(): value for name, value in read_settings_file(file_path).values.items()}
+        lines = read_settings_file(file_path, self.settings_cls, self._other_prefix)
+        return {name.lower(): value for name, value in lines.values.items()}
+
+
+def strict_file_source(
+    settings_cls: type[BaseSettings],
+    dotenv_settings: PydanticBaseSettingsSource,
+    other_prefix: str = "",
+) -> PydanticBaseSettingsSource:
+    """For `settings_customise_sources`: the .env file given as ``_env_file``, read strictly
+    (`read_settings_file`) for ``settings_cls``."""
+    assert isinstance(dotenv_settings, DotEnvSettingsSource)
+    return _StrictFileSource(settings_cls, dotenv_settings.env_file, other_prefix)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bgremove.batch import BatchSettings
 from bgremove.errors import SetupError
 from bgremove.local import cli_settings
 from deployments.settings import ServiceSettings, SettingsFileError
@@ -91,7 +92,9 @@ def test_a_bad_value_fails_like_a_bad_variable(env_file: Path) -> None:
 def test_other_names_are_left_alone_and_logged(
     env_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    env_file.write_text("HF_TOKEN=hf_secret\nBG_REMOVAL_BATCH_WORKERS=4\nBG_REMOVAL_MODEL=u2net\n")
+    env_file.write_text(
+        "HF_TOKEN=hf_secret\nBG_REMOVAL_BATCH_U2NET_ACTORS=4\nBG_REMOVAL_MODEL=u2net\n"
+    )
     with caplog.at_level(logging.INFO, logger="deployments.settings"):
         settings = ServiceSettings.load()
     assert settings.model == "u2net"
@@ -107,3 +110,16 @@ def test_bgremove_reads_the_same_file(env_file: Path) -> None:
     env_file.write_text("BG_REMOVAL_NOPE=1\n")
     with pytest.raises(SetupError, match="BG_REMOVAL_NOPE is not a setting"):
         cli_settings()
+
+
+def test_batch_jobs_read_their_lines_of_the_same_file(env_file: Path) -> None:
+    env_file.write_text(
+        "BG_REMOVAL_MODEL=u2net\nBG_REMOVAL_BATCH_U2NET_ACTORS=3\nBG_REMOVAL_BATCH_IO_BATCH_SIZE=8\n"
+    )
+    settings = BatchSettings.load(io_batch_size=2)
+    assert (settings.u2net_actors, settings.io_batch_size) == (3, 2)  # flags win
+    assert ServiceSettings.load().model == "u2net"  # the service skips the batch lines
+    env_file.write_text("BG_REMOVAL_MODEL=u2net\n\nBG_REMOVAL_BATCH_U2NET_ACTRS=3\n")
+    assert ServiceSettings.load().model == "u2net"
+    with pytest.raises(SettingsFileError, match=r":3: BG_REMOVAL_BATCH_U2NET_ACTRS is not a"):
+        BatchSettings.load()
