@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from bgremove.errors import SetupError, UsageError
 from bgremove.flags import SUFFIXES, add_option_flags, option_fields
@@ -48,10 +48,10 @@ from bgremove.manifest import (
 )
 from bgremove.storage import FileEntry, S3Config, open_location
 from deployments.settings import (
+    FileBackedSettings,
     ServiceSettings,
     SettingsFileError,
     settings_file,
-    strict_file_source,
 )
 from imaging.errors import InvalidOptionError
 from imaging.memory import render_memory
@@ -84,7 +84,7 @@ FALLBACK_CPU_SHARE = 1 / 16
 DECODE_BASE_MEMORY = 256 * 1024**2
 
 
-class BatchSettings(BaseSettings):
+class BatchSettings(FileBackedSettings):
     """The job's own settings: resources per stage, resume, where Ray and S3 are.
 
     Read once (BG_REMOVAL_BATCH_* variables; the S3 ones also from the usual AWS_*
@@ -168,20 +168,6 @@ class BatchSettings(BaseSettings):
         """Read once: ``given`` (flags), the environment, then the same `.env` file as the
         service's settings (`deployments.settings.settings_file`), then the defaults."""
         return cls(**given, _env_file=settings_file(None, os.environ))
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """pydantic-settings' order, with the .env file's BG_REMOVAL_BATCH_* lines read
-        strictly (a typo is an error naming the line)."""
-        file_settings = strict_file_source(settings_cls, dotenv_settings)
-        return init_settings, env_settings, file_settings, file_secret_settings
 
     def decode_memory(self, limits: Limits) -> int:
         """Bytes Ray reserves per decode task: the photo it decodes at a time (3 bytes per

@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from dotenv.parser import parse_stream
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -117,8 +117,31 @@ def timeout_setting(name: str) -> str:
     return f"{get_tier(name).settings_prefix}_timeout_s"
 
 
-class ServiceSettings(BaseSettings):
+class FileBackedSettings(BaseSettings):
+    """Settings whose `.env` file (the ``_env_file`` argument) is read strictly
+    (`read_settings_file`), in pydantic-settings' order: arguments, the environment, the
+    file, the defaults. Lines under `other_prefix` belong to another such class."""
+
+    other_prefix: ClassVar[str] = ""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(dotenv_settings, DotEnvSettingsSource)
+        file_settings = _StrictFileSource(settings_cls, dotenv_settings.env_file, cls.other_prefix)
+        return init_settings, env_settings, file_settings, file_secret_settings
+
+
+class ServiceSettings(FileBackedSettings):
     """Everything an operator can set; names map to `BG_REMOVAL_<NAME>` variables."""
+
+    other_prefix: ClassVar[str] = BATCH_PREFIX  # a batch job's lines of the same file
 
     model_config = SettingsConfigDict(
         env_prefix="BG_REMOVAL_",
@@ -294,7 +317,7 @@ class ServiceSettings(BaseSettings):
         path = settings_file(args.get("env_file"), environ)
         if path is None:
             return cls(**{**args, "env_file": ""})
-        lines = read_settings_file(path, cls, BATCH_PREFIX)
+        lines = read_settings_file(path, cls, cls.other_prefix)
         log.info("settings: read %s from %s", ", ".join(lines.values) or "nothing", path)
         if lines.ignored:
             log.warning(
@@ -303,20 +326,6 @@ class ServiceSettings(BaseSettings):
                 ", ".join(lines.ignored),
             )
         return cls(**{**args, "env_file": str(path)}, _env_file=path)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """pydantic-settings' order (args, environment, .env, defaults), with the .env file
-        read strictly (`read_settings_file`)."""
-        file_settings = strict_file_source(settings_cls, dotenv_settings, BATCH_PREFIX)
-        return init_settings, env_settings, file_settings, file_secret_settings
 
     @field_validator("api_keys", "cors_allow_origins", "url_fetch_allowlist", mode="before")
     @classmethod
@@ -567,14 +576,3 @@ class _StrictFileSource(DotEnvSettingsSource):
     def _read_env_file(self, file_path: Path) -> Mapping[str, str | None]:
         lines = read_settings_file(file_path, self.settings_cls, self._other_prefix)
         return {name.lower(): value for name, value in lines.values.items()}
-
-
-def strict_file_source(
-    settings_cls: type[BaseSettings],
-    dotenv_settings: PydanticBaseSettingsSource,
-    other_prefix: str = "",
-) -> PydanticBaseSettingsSource:
-    """For `settings_customise_sources`: the .env file given as ``_env_file``, read strictly
-    (`read_settings_file`) for ``settings_cls``."""
-    assert isinstance(dotenv_settings, DotEnvSettingsSource)
-    return _StrictFileSource(settings_cls, dotenv_settings.env_file, other_prefix)
