@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import random
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from benchmarks.loadgen import (
     load_photos,
     one_request,
     rss_mib,
+    summary,
 )
 from models.hardware import cpu_name as cpu_model
 
@@ -156,8 +156,7 @@ def main() -> None:
     for t in background:
         t.join()
 
-    latencies = sorted(results.latencies)
-    summary = {
+    report = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "config": opts.config,
@@ -165,20 +164,14 @@ def main() -> None:
         "minutes": opts.minutes,
         "capacity_img_s": round(capacity, 2),
         "offered_img_s": round(rate, 2),
-        "requests_sent": results.sent,
-        "statuses": dict(results.statuses),
-        "models": dict(results.models),
-        "lost": len(results.lost),
-        "lost_examples": results.lost[:5],
-        "p50_s": round(statistics.median(latencies), 3) if latencies else None,
-        "p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3) if latencies else None,
+        **summary(results),
         "kills": kills,
         "rolling_restart_at_s": round(duration / 2),
         "peak_rss_mib": {k.split("::", 1)[1]: round(v) for k, v in sorted(peaks.items())},
     }
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(report, indent=2))
     if opts.json:
-        Path(opts.json).write_text(json.dumps(summary, indent=2))
+        Path(opts.json).write_text(json.dumps(report, indent=2))
     serve.shutdown()
     ray.shutdown()
 

@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageOps
 from bgremove.errors import SetupError
 from bgremove.folder import IMAGE_SUFFIXES
 from bgremove.local import LocalMasker, cli_settings, load_masker
+from deployments.settings import ServiceSettings
 from imaging import mask_metrics
 from imaging.options import RenderOptions
 from imaging.pipeline import Limits, MaskOutcome, remove_background
@@ -85,9 +86,8 @@ class _KeepMask:
         return outcome
 
 
-def load_models() -> dict[str, Loaded]:
-    """Both tiers, each from the settings as `bgremove` reads them; U2-Net must load."""
-    settings = cli_settings()
+def load_models(settings: ServiceSettings) -> dict[str, Loaded]:
+    """Both tiers from ``settings`` (`bgremove`'s: `cli_settings`); U2-Net must load."""
     loaded: dict[str, Loaded] = {}
     for name in MODELS:
         started = time.perf_counter()
@@ -144,9 +144,10 @@ def quick_test(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results go")
     args = parser.parse_args(argv)
     data = args.photo.read_bytes()
-    models = load_models()
+    settings = cli_settings()
+    models = load_models(settings)
     report_loading(models)
-    limits = cli_settings().limits()
+    limits = settings.limits()
     args.out.mkdir(parents=True, exist_ok=True)
     cuts: dict[str, Cut] = {}
     for name, run in models.items():
@@ -278,9 +279,10 @@ def comparison(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT / "benchmark_comparison")
     args = parser.parse_args(argv)
     photos = _photos(args.folder, args.count)
-    models = load_models()
+    settings = cli_settings()
+    models = load_models(settings)
     report_loading(models)
-    limits = cli_settings().limits()
+    limits = settings.limits()
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[PhotoRow] = []
     strips: list[Image.Image] = []

@@ -24,7 +24,6 @@ import torch
 from bgremove.compare import DEFAULT_PHOTO, cut_out, load_models
 from bgremove.errors import SetupError
 from bgremove.local import cli_settings, load_masker
-from deployments.settings import ServiceSettings
 from imaging import mask_metrics
 from models.birefnet import BiRefNet, BiRefNetConfig
 from models.registry import RMBG, U2NET
@@ -56,21 +55,20 @@ def test_the_configured_checkpoint_loads_and_cuts_out(
 ) -> None:
     """Real RMBG-2.0 weights, where configured: the service's loader, a real photo."""
     monkeypatch.delenv("BG_REMOVAL_ENV_FILE", raising=False)  # the guide's ./.env counts here
-    configured = ServiceSettings.load()
-    if configured.rmbg_path is None:
+    settings = cli_settings(model=RMBG)
+    if settings.rmbg_path is None:
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub cache only: no download in tests
     try:
-        masker = load_masker(cli_settings(model=RMBG))
+        masker = load_masker(settings)
     except SetupError as exc:
         message = f"no RMBG-2.0 weights to test: {exc}"
         if request.config.getoption("--require-rmbg"):
             pytest.fail(message)
         pytest.skip(message)
-    settings = cli_settings(model=RMBG)
     rmbg = cut_out(DEFAULT_PHOTO.read_bytes(), masker, settings.limits())
     assert rmbg.model == RMBG
     assert 0.05 < mask_metrics.foreground_share(rmbg.mask) < 0.95
-    u2net_masker = load_masker(cli_settings(model=U2NET))
+    u2net_masker = load_masker(settings.model_copy(update={"model": U2NET}))
     u2net = cut_out(DEFAULT_PHOTO.read_bytes(), u2net_masker, settings.limits())
     # the same horse: two good models agree on the subject, whatever their edges
     assert mask_metrics.iou(rmbg.mask, u2net.mask) > 0.8
@@ -105,12 +103,13 @@ def test_weights_that_cannot_load_fall_back_to_u2net(
     u2netp: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("BG_REMOVAL_RMBG_PATH", str(tmp_path / "not-downloaded"))
-    models = load_models()
+    settings = cli_settings()
+    models = load_models(settings)
     assert models[RMBG].masker is None
     reason = models[RMBG].reason or ""
     assert "[weights_not_found]" in reason and "not-downloaded" in reason
     fallback = models[U2NET].masker
     assert fallback is not None
-    cut = cut_out(DEFAULT_PHOTO.read_bytes(), fallback, cli_settings().limits())
+    cut = cut_out(DEFAULT_PHOTO.read_bytes(), fallback, settings.limits())
     assert cut.model == U2NET
     assert 0.05 < mask_metrics.foreground_share(cut.mask) < 0.95
