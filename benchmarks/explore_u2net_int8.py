@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from bgremove.folder import IMAGE_SUFFIXES
+from imaging.formats import IMAGE_SUFFIXES
 from models.hardware import cpu_name
 from models.u2net_int8 import (
     RECIPES,

@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 import uuid
@@ -28,40 +27,38 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TextIO
-
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
-from pydantic_settings import SettingsConfigDict
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bgremove.errors import SetupError, UsageError
 from bgremove.flags import SUFFIXES, add_option_flags, option_fields
-from bgremove.folder import IMAGE_SUFFIXES
-from bgremove.manifest import (
-    MANIFEST,
-    STATE_DIR,
-    SUMMARY,
-    Manifest,
-    Record,
-    is_done,
-    is_known_bad,
-    options_fingerprint,
-)
-from bgremove.storage import FileEntry, S3Config, open_location
-from deployments.settings import (
-    FileBackedSettings,
-    ServiceSettings,
-    SettingsFileError,
-    settings_file,
-)
 from imaging.errors import InvalidOptionError
-from imaging.memory import render_memory
+from imaging.formats import IMAGE_SUFFIXES
+from imaging.memory import DECODE_BASE_MEMORY as DECODE_BASE_MEMORY  # BatchSettings' rule
 from imaging.options import RenderOptions
-from imaging.pipeline import Limits
 from imaging.presets import load_presets, preset_fields
-from imaging.resize import ModelInputSpec
 from models.registry import RMBG, U2NET, get_tier
 
+if TYPE_CHECKING:  # settings (pydantic), storage (pyarrow) and manifest load with a job, not
+    # with the command line: `bgremove --help` builds this subcommand's parser
+    from bgremove.batch_settings import BatchSettings
+    from bgremove.manifest import Manifest, Record
+    from bgremove.storage import FileEntry
+    from imaging.limits import Limits
+    from imaging.resize import ModelInputSpec
+    from models.settings import RemovalSettings
+
 log = logging.getLogger(__name__)
+
+
+def __getattr__(name: str) -> Any:
+    """``bgremove.batch.BatchSettings``, still the settings' name here (tests, docs), imported
+    on first use (PEP 562) from `bgremove.batch_settings`, out of the command line's start."""
+    if name == "BatchSettings":
+        from bgremove.batch_settings import BatchSettings
+
+        return BatchSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: order of the per-image steps in reports
 STEPS = (
@@ -80,118 +77,6 @@ MAX_BLOCKS = 5000
 #: most of the cluster's CPUs the U2-Net pool may hold as the primary model / as fallback
 MASK_CPU_SHARE = 0.75
 FALLBACK_CPU_SHARE = 1 / 16
-#: a decode task's own memory besides the photo (interpreter, libraries, the batch)
-DECODE_BASE_MEMORY = 256 * 1024**2
-
-
-class BatchSettings(FileBackedSettings):
-    """The job's own settings: resources per stage, resume, where Ray and S3 are.
-
-    Read once (BG_REMOVAL_BATCH_* variables; the S3 ones also from the usual AWS_*
-    names), flags on top, then passed to the stages. Defaults are safe on a laptop and
-    scale with the cluster: actor pools grow from one actor up to their maximum as Ray Data
-    sees work queue up.
-    """
-
-    model_config = SettingsConfigDict(
-        env_prefix="BG_REMOVAL_BATCH_", extra="forbid", frozen=True, populate_by_name=True
-    )
-
-    model: Literal["auto", "rmbg-2.0", "u2net"] = Field(
-        "auto", description="auto: RMBG-2.0 when the cluster has GPUs, else U2-Net."
-    )
-    decode_num_cpus: float = Field(1.0, gt=0, description="CPUs per read + decode task.")
-    finish_num_cpus: float = Field(1.0, gt=0, description="CPUs per compose + encode + write task.")
-    io_batch_size: int = Field(4, ge=1, le=256, description="Images per decode/finish call.")
-    decode_memory_mb: int | None = Field(
-        None, ge=1, description="Memory per decode task; None: one photo at the pixel limit."
-    )
-    finish_memory_mb: int | None = Field(
-        None, ge=1, description="Memory per finish task; None: as the service's ingress."
-    )
-    u2net_num_cpus: float = Field(1.0, gt=0, description="CPUs per U2-Net actor (its threads).")
-    u2net_actors: int | None = Field(
-        None,
-        ge=1,
-        description="Most U2-Net actors; None: 3/4 of the cluster's CPUs (1/16 "
-        "as RMBG-2.0's fallback), as many as the job starts with.",
-    )
-    u2net_batch_size: int = Field(8, ge=1, le=256, description="Images per U2-Net call.")
-    rmbg_num_gpus: float | None = Field(
-        None, ge=0, description="GPUs per RMBG-2.0 actor; None: 1 with GPUs, else 0 (CPU)."
-    )
-    rmbg_num_cpus: float = Field(1.0, gt=0, description="CPUs per RMBG-2.0 actor.")
-    rmbg_actors: int | None = Field(
-        None,
-        ge=1,
-        description="Most RMBG-2.0 actors; None: one per GPU share the job starts with "
-        "(1 on CPUs).",
-    )
-    rmbg_batch_size: int = Field(8, ge=1, le=256, description="Images per RMBG-2.0 call.")
-    retry_failed: bool = Field(
-        False, description="Retry inputs that failed for a reason of their own before."
-    )
-    manifest_flush_s: float = Field(
-        30.0, gt=0, description="Manifest records reach DST at least this often."
-    )
-    ray_address: str | None = Field(
-        None, description="Ray cluster; None: RAY_ADDRESS, else a local one ('local': new)."
-    )
-    s3_endpoint_url: str | None = Field(
-        None,
-        validation_alias=AliasChoices("BG_REMOVAL_BATCH_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
-        description="S3-compatible endpoint, e.g. http://minio:9000.",
-    )
-    s3_region: str | None = Field(
-        None,
-        validation_alias=AliasChoices(
-            "BG_REMOVAL_BATCH_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"
-        ),
-    )
-    s3_access_key_id: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("BG_REMOVAL_BATCH_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-    )
-    s3_secret_access_key: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices(
-            "BG_REMOVAL_BATCH_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"
-        ),
-    )
-    s3_session_token: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("BG_REMOVAL_BATCH_S3_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
-    )
-
-    @classmethod
-    def load(cls, **given: Any) -> BatchSettings:
-        """Read once: ``given`` (flags), the environment, then the same `.env` file as the
-        service's settings (`deployments.settings.settings_file`), then the defaults."""
-        return cls(**given, _env_file=settings_file(None, os.environ))
-
-    def decode_memory(self, limits: Limits) -> int:
-        """Bytes Ray reserves per decode task: the photo it decodes at a time (3 bytes per
-        pixel, at the service's pixel limit), plus the worker's own."""
-        if self.decode_memory_mb is not None:
-            return self.decode_memory_mb * 1024**2
-        return DECODE_BASE_MEMORY + 3 * limits.max_pixels
-
-    def finish_memory(self, limits: Limits) -> int:
-        """Bytes Ray reserves per finish task: what the service's ingress reserves for the
-        largest request (decoded photo, mask, edge refinement, canvas, encoder), by the one
-        rule of `imaging.memory`."""
-        if self.finish_memory_mb is not None:
-            return self.finish_memory_mb * 1024**2
-        return render_memory(limits.max_pixels + limits.max_output_pixels)
-
-    def s3(self) -> S3Config:
-        return S3Config(
-            endpoint_url=self.s3_endpoint_url,
-            region=self.s3_region,
-            access_key_id=self.s3_access_key_id,
-            secret_access_key=self.s3_secret_access_key,
-            session_token=self.s3_session_token,
-        )
 
 
 @dataclass(frozen=True)
@@ -288,6 +173,8 @@ class BatchSummary:
             lines.append(f"ignored: {self.ignored} file(s) without an image extension")
         for name, code, message in self.failures[:20]:
             lines.append(f"  failed: {name}: [{code}] {message}")
+        from bgremove.manifest import MANIFEST
+
         lines.append(f"manifest: {self.dst.rstrip('/')}/{MANIFEST}")
         out.write("\n".join(lines) + "\n")
         out.flush()
@@ -324,6 +211,8 @@ def plan_work(
     summary: BatchSummary,
 ) -> Plan:
     """Which inputs this run does: not done before, not known bad, output names unique."""
+    from bgremove.manifest import Record, is_done, is_known_bad
+
     outputs = {e.rel: e.size for e in dst_files}
     plan = Plan()
     claimed: dict[str, str] = {}
@@ -386,7 +275,7 @@ def ray_session(address: str | None) -> Iterator[None]:
 
 
 def model_stages(
-    settings: BatchSettings, service: ServiceSettings, resources: Mapping[str, float]
+    settings: BatchSettings, service: RemovalSettings, resources: Mapping[str, float]
 ) -> list[ModelStage]:
     """The model tiers to try, in order, with their actors' resources and input sizes.
 
@@ -485,7 +374,7 @@ def _execute(
     plan: Plan,
     ctx_args: dict[str, Any],
     settings: BatchSettings,
-    service: ServiceSettings,
+    service: RemovalSettings,
     manifest: Manifest,
     summary: BatchSummary,
 ) -> None:
@@ -499,6 +388,7 @@ def _execute(
         decode_batch,
         finish_batch,
     )
+    from bgremove.manifest import Record
 
     stages = model_stages(settings, service, ray.cluster_resources())
     nodes = [n["Resources"].get("memory", 0.0) for n in ray.nodes() if n.get("Alive")]
@@ -558,7 +448,7 @@ def run_batch(
     dst: str,
     options_fields: Mapping[str, str] | None = None,
     settings: BatchSettings | None = None,
-    service: ServiceSettings | None = None,
+    service: RemovalSettings | None = None,
     *,
     bg_image: str | Path | None = None,
     out: TextIO | None = None,
@@ -571,9 +461,14 @@ def run_batch(
     arguments, options) or `SetupError` (storage, models) before any input is processed;
     a bad input is a failed record, never an exception.
     """
+    from bgremove.batch_settings import BatchSettings
+    from bgremove.manifest import STATE_DIR, SUMMARY, Manifest, options_fingerprint
+    from bgremove.storage import open_location
+    from models.settings import RemovalSettings
+
     started = time.perf_counter()
     settings = settings or BatchSettings.load()
-    service = service or ServiceSettings.load()
+    service = service or RemovalSettings.load()
     run_id = new_run_id()
     background = _read_background(bg_image)
     try:
@@ -692,21 +587,37 @@ examples:
 """
 
 
+#: a job flag's help until shown: its `BatchSettings` field's description (`_JobHelpFormatter`)
+_SETTING_HELP = "<the BatchSettings field's description>"
+
+
+class _JobHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows a job flag's help from its `BatchSettings` field (one text for the flag, its
+    variable and docs/), read only when help is printed: building the parser, as
+    ``bgremove --help`` and every command line do, loads no pydantic."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.help == _SETTING_HELP:
+            from bgremove.batch_settings import BatchSettings
+
+            return BatchSettings.model_fields[action.dest].description
+        return super()._get_help_string(action)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``batch`` with its arguments, the API's option flags and the job's."""
     parser = subparsers.add_parser(
         "batch",
         help="a catalogue job on Ray Data: folders or S3 prefixes, resumable",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_JobHelpFormatter,
     )
     parser.add_argument("src", metavar="SRC", help="input folder or s3://bucket/prefix")
     parser.add_argument("dst", metavar="DST", help="output folder or s3://bucket/prefix")
     add_option_flags(parser)
-    fields = BatchSettings.model_fields
     job = parser.add_argument_group("job resources and resume (BG_REMOVAL_BATCH_* variables)")
     for flag, (name, kwargs) in _JOB_FLAGS.items():
-        job.add_argument(flag, dest=name, default=None, help=fields[name].description, **kwargs)
+        job.add_argument(flag, dest=name, default=None, help=_SETTING_HELP, **kwargs)
     s3 = parser.add_argument_group("S3 (default: the AWS_* variables, then ~/.aws, IAM roles)")
     for flag, (name, env) in _S3_FLAGS.items():
         s3.add_argument(flag, dest=name, default=None, metavar="VALUE", help=f"default: ${env}")
@@ -715,6 +626,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> BatchSettings:
     """`BatchSettings` from the environment, with the flags that were given on top."""
+    from pydantic import ValidationError
+
+    from bgremove.batch_settings import BatchSettings
+    from models.settings_file import SettingsFileError
+
     names = [name for name, _ in _JOB_FLAGS.values()] + [n for n, _ in _S3_FLAGS.values()]
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     try:
@@ -725,9 +641,14 @@ def settings_from_args(args: argparse.Namespace) -> BatchSettings:
 
 def run(args: argparse.Namespace) -> int:
     """The ``batch`` subcommand: run the job, print its summary, return the exit status."""
+    from pydantic import ValidationError
+
+    from models.settings import RemovalSettings
+    from models.settings_file import SettingsFileError
+
     settings = settings_from_args(args)
     try:
-        service = ServiceSettings.load()
+        service = RemovalSettings.load()
     except (ValidationError, SettingsFileError) as exc:
         raise SetupError(f"invalid BG_REMOVAL_* settings: {exc}", code="settings") from None
     summary = run_batch(

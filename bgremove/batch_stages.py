@@ -30,8 +30,9 @@ import pyarrow as pa
 from bgremove.manifest import Record
 from bgremove.storage import Location
 from imaging.errors import ImageError
+from imaging.limits import Limits
 from imaging.options import RenderOptions
-from imaging.pipeline import Limits, MaskOutcome, decode_for, finish
+from imaging.pipeline import MaskOutcome, decode_for, finish
 from imaging.resize import ModelInputSpec
 from models.cuda_oom import translate_cuda_oom
 from models.errors import ModelError

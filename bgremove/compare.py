@@ -23,13 +23,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from bgremove.errors import SetupError
-from bgremove.folder import IMAGE_SUFFIXES
-from bgremove.local import LocalMasker, cli_settings, load_masker
-from deployments.settings import ServiceSettings
+from bgremove.local import LocalMasker, load_masker
+from bgremove.settings import cli_settings
 from imaging import mask_metrics
+from imaging.formats import IMAGE_SUFFIXES
+from imaging.limits import Limits
 from imaging.options import RenderOptions
-from imaging.pipeline import Limits, MaskOutcome, remove_background
+from imaging.pipeline import MaskOutcome, remove_background
 from models.registry import RMBG, U2NET, get_tier
+from models.settings import RemovalSettings
 
 #: the models compared, in the order of every table and grid column
 MODELS = (RMBG, U2NET)
@@ -86,7 +88,7 @@ class _KeepMask:
         return outcome
 
 
-def load_models(settings: ServiceSettings) -> dict[str, Loaded]:
+def load_models(settings: RemovalSettings) -> dict[str, Loaded]:
     """Both tiers from ``settings`` (`bgremove`'s: `cli_settings`); U2-Net must load."""
     loaded: dict[str, Loaded] = {}
     for name in MODELS:

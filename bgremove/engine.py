@@ -19,12 +19,11 @@ from pathlib import Path
 
 from bgremove.errors import SetupError, UsageError
 from bgremove.flags import API_KEY_ENV, ResolvedOptions, option_fields, resolve_options
-from bgremove.local import LocalRemover, cli_settings, load_masker
-from bgremove.remote import RemoteRemover
 from bgremove.remover import Remover
-from deployments.settings import ServiceSettings
+from bgremove.settings import cli_settings
 from imaging.errors import InvalidOptionError
 from imaging.presets import load_presets, preset_fields
+from models.settings import RemovalSettings
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class Prepared:
     """Checked flags: the options to apply and how to build the remover."""
 
     resolved: ResolvedOptions
-    settings: ServiceSettings
+    settings: RemovalSettings
     instances: int
     background: bytes | None
     url: str | None
@@ -57,6 +56,8 @@ class Prepared:
     def open(self) -> Iterator[Engine]:
         """The remover: the model loaded here (`SetupError` if it cannot), or a client."""
         if self.url is not None:
+            from bgremove.remote import RemoteRemover  # httpx: only with --url
+
             with RemoteRemover(
                 url=self.url,
                 fields=self.resolved.fields,
@@ -69,6 +70,9 @@ class Prepared:
             return
         # validated by `prepare`: only a preset known to a remote service stays unchecked
         assert self.resolved.options is not None
+        from bgremove.local import LocalRemover, load_masker, warm_up_edges  # not with --url
+
+        warm_up_edges(self.resolved.options)  # numba compiles while the model loads
         masker = load_masker(self.settings, self.instances)
         remover = LocalRemover(
             masker, self.resolved.options, self.settings.limits(), self.background

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bgremove.flags import add_u2net_home_flag
-from bgremove.local import cli_settings, u2net_home
 from models.errors import ModelError
 from models.registry import RMBG, TIERS, U2NET
 from models.u2net_weights import (
@@ -82,6 +81,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fetch each requested model, defaults from the BG_REMOVAL_* settings; exit status."""
+    from bgremove.settings import cli_settings, u2net_home  # pydantic: not for --help
+
     settings = cli_settings()
     home = u2net_home(settings, args.home)
     return fetch_models(

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from imaging.encode import FORMATS
 from imaging.errors import InvalidOptionError
+from imaging.formats import FORMATS
 from imaging.options import OPTION_FIELDS, OutputFormat, RenderOptions, parse_format
 from imaging.presets import builtin_presets
 from models.registry import TIERS
@@ -29,7 +29,7 @@ _BOOL_CHOICES = ("true", "false")
 
 
 def add_u2net_home_flag(parser: argparse.ArgumentParser) -> None:
-    """``--home DIR``: the U2-Net folder (read by `bgremove.local.u2net_home`)."""
+    """``--home DIR``: the U2-Net folder (read by `bgremove.settings.u2net_home`)."""
     parser.add_argument(
         "--home",
         type=Path,

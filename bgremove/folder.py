@@ -39,7 +39,6 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from bgremove.engine import prepare
 from bgremove.errors import FileError, SetupError, UsageError
 from bgremove.flags import (
     SUFFIXES,
@@ -50,10 +49,9 @@ from bgremove.flags import (
 )
 from bgremove.output import write_atomic
 from bgremove.remover import Outcome, Remover
+from imaging.formats import IMAGE_SUFFIXES
 from models.hardware import usable_cpus
 
-#: extensions of the formats `imaging.decode` reads
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 #: worker threads against a service: requests mostly wait on the network
 REMOTE_JOBS = 4
 #: bounds of the in-process default: each job holds one image's arrays (~100 MB at 7 MP)
@@ -463,6 +461,8 @@ def run(args: argparse.Namespace) -> int:
 
     In watch mode Ctrl-C is the way to stop: the status then says whether files failed.
     """
+    from bgremove.engine import prepare  # the pipeline and a client: not for --help
+
     _check_dirs(args)
     prepared = prepare(args)
     suffix = SUFFIXES[prepared.resolved.fmt]

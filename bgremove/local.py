@@ -1,80 +1,39 @@
 """In-process background removal: the service's predictor and pipeline, without Ray.
 
-Settings come from `ServiceSettings` (the BG_REMOVAL_* variables and `.env` file a service
-operator already uses), overridden by the CLI's flags, and are read once here; the load
-configs, weights resolution (with its progress bars), runtime choice and tuning cache are
-the service's. One predictor serves every worker thread: its calls are serialised, while
-the resizes to and from the model's input run outside the lock, as the service's ingress
-does them, so other images' decode, compose and encode overlap the model.
+Settings are `bgremove.settings.cli_settings` (the BG_REMOVAL_* variables and `.env` file a
+service operator already uses, with the CLI's flags on top), read once; the load configs,
+weights resolution (with its progress bars), runtime choice and tuning cache are the
+service's. One predictor serves every worker thread: its calls are serialised, while the
+resizes to and from the model's input run outside the lock, as the service's ingress does
+them, so other images' decode, compose and encode overlap the model. Refined edges compile
+their kernels (numba) in a thread while the model loads (`warm_up_edges`): a one-image run
+pays the two side by side, not one after the other.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from bgremove.errors import FileError, SetupError
 from bgremove.remover import Outcome
-from deployments.settings import ServiceSettings, SettingsFileError
 from imaging.errors import ImageError
+from imaging.limits import Limits
 from imaging.options import RenderOptions
-from imaging.pipeline import Limits, MaskOutcome, remove_background
+from imaging.pipeline import MaskOutcome, remove_background
+from imaging.render import refines_edges
 from imaging.resize import ModelInputSpec
 from models.errors import ModelError
-from models.hardware import usable_cpus
-from models.registry import U2NET, MaskPredictor, get_tier, load_predictor
-from models.u2net_weights import default_u2net_home
+from models.registry import MaskPredictor, get_tier, load_predictor
+from models.settings import RemovalSettings
 
 log = logging.getLogger(__name__)
-
-#: the CLI's model when neither --model nor BG_REMOVAL_MODEL says: it runs on any CPU and
-#: its weights download without an account (RMBG-2.0 is gated and slow without a GPU)
-DEFAULT_MODEL = U2NET
-
-
-def u2net_home(settings: ServiceSettings, override: Path | None = None) -> Path:
-    """The U2-Net folder a CLI command works in: its ``--home``, else the settings'
-    ``u2net_home``, else rembg's (``U2NET_HOME``, ``~/.u2net``)."""
-    if override is not None:
-        return override
-    return Path(settings.u2net_home) if settings.u2net_home else default_u2net_home()
-
-
-def cli_settings(
-    model: str | None = None, threads: int | None = None, instances: int = 1
-) -> ServiceSettings:
-    """The service's settings (BG_REMOVAL_* variables), with the CLI's flags on top.
-
-    In-process the CLI owns the machine: RMBG-2.0 gets every CPU unless a thread count is
-    set (a service replica gets its Ray reservation); several model instances split the
-    CPUs between them.
-    """
-    overrides: dict[str, Any] = {}
-    if model is not None:
-        overrides["model"] = model
-    if threads is not None:
-        overrides.update(u2net_threads=threads, rmbg_threads=threads)
-    try:
-        settings = ServiceSettings.load(**overrides)
-    except (ValidationError, SettingsFileError) as exc:
-        raise SetupError(f"invalid settings: {exc}", code="invalid_settings") from None
-    update: dict[str, Any] = {}
-    if "model" not in settings.model_fields_set:
-        update["model"] = DEFAULT_MODEL
-    share = max(1, usable_cpus() // instances)
-    if settings.u2net_threads is None and instances > 1:
-        update["u2net_threads"] = share
-    if settings.rmbg_threads is None:
-        update["rmbg_threads"] = share
-    return settings.model_copy(update=update) if update else settings
 
 
 class LocalMasker:
@@ -104,11 +63,12 @@ class LocalMasker:
         return MaskOutcome(self.spec.to_size(mask, height, width), self.model)
 
 
-def load_masker(settings: ServiceSettings, instances: int = 1) -> LocalMasker:
+def load_masker(settings: RemovalSettings, instances: int = 1) -> LocalMasker:
     """Load ``settings.model``'s predictor as the service's replica would (weights resolved,
     runtime chosen or read from the tuning cache, warmed up), ``instances`` times.
 
-    Several instances share the CPUs (`cli_settings` splits them; see `--instances`).
+    Several instances share the CPUs (`bgremove.settings.cli_settings` splits them; see
+    `--instances`).
     Every instance after the first reuses the first one's measured runtime choice.
     """
     name = settings.model
@@ -125,6 +85,26 @@ def load_masker(settings: ServiceSettings, instances: int = 1) -> LocalMasker:
         raise SetupError(f"{name} cannot load: {exc}", code="model_load_failed") from exc
     log.info("%s loaded in %.1f s (%d instance(s))", name, time.perf_counter() - started, instances)
     return LocalMasker(predictors, name, tier.input_size(config, predictors[0]))
+
+
+def _warm_up_edges() -> None:
+    try:
+        from imaging.foreground import warmup
+
+        warmup()
+    except Exception as exc:  # the first image then meets the same error, and reports it
+        log.debug("refined edges did not warm up: %s", exc)
+
+
+def warm_up_edges(options: RenderOptions) -> threading.Thread | None:
+    """Import and compile the refined-edge kernels (numba: about a second, once per process)
+    in a thread, while the caller loads the model; None when ``options`` need none. The first
+    image waits for what is left (numba's lock), and its bytes are the same either way."""
+    if not refines_edges(options):
+        return None
+    thread = threading.Thread(target=_warm_up_edges, name="bgremove-edges", daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass(frozen=True)

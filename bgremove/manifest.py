@@ -29,8 +29,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bgremove.storage import FileEntry, Location
+from imaging.limits import Limits
 from imaging.options import RenderOptions
-from imaging.pipeline import Limits
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from imaging.encode import FORMATS
+from imaging.formats import FORMATS
 from imaging.options import OutputFormat
 
 #: media type -> output format, for results whose format the remover chose

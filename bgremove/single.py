@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from bgremove.engine import prepare
 from bgremove.errors import FileError
 from bgremove.flags import add_engine_flags, add_option_flags, format_from_suffix
 from bgremove.output import write_atomic
@@ -53,6 +52,8 @@ def _read_input(name: str) -> bytes:
 
 def run(args: argparse.Namespace) -> int:
     """Process INPUT into OUTPUT; exit 0, or raise a typed error (see `bgremove.errors`)."""
+    from bgremove.engine import prepare  # the pipeline and a client: not for --help
+
     hint = None if args.output == STDIO else format_from_suffix(args.output)
     prepared = prepare(args, format_hint=hint)
     # read before loading: a missing file should not wait for a model

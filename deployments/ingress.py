@@ -10,6 +10,8 @@ in worker threads (Pillow and numpy release the GIL) to keep the event loop free
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import logging
 import time
@@ -90,6 +92,31 @@ class IngressConfig:
         return Limits(self.max_upload_bytes, self.max_pixels, self.max_output_pixels)
 
 
+#: glibc's mallopt parameters (malloc.h) and the ingress's values. The ingress decodes,
+#: composes and encodes in worker threads (`asyncio.to_thread`). Under glibc's defaults (up to
+#: 8 arenas per core; the mmap threshold rising to the largest buffer freed, up to 32 MiB, so
+#: image buffers then come from arenas that keep them when freed) the ingress's path kept
+#: 440 MiB freed but not returned, RSS about 1000 MiB (peak 1099), and a burst of large images
+#: raises it for good: the 30-minute soak's step (docs/cluster.md, "Soak"). With 2 arenas and
+#: buffers of 1 MiB and more always mmapped (returned to the system when freed): 20-49 MiB
+#: kept, RSS 550-700 MiB (peak 765) at the same request rate (benchmarks/ingress_memory.py).
+#: Set with mallopt when the replica starts, not MALLOC_* variables: a config file's
+#: `ray_actor_options` for the Ingress would replace a runtime_env set here.
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
+INGRESS_MALLOPT = {M_ARENA_MAX: 2, M_MMAP_THRESHOLD: 1024 * 1024}
+
+
+def tune_malloc(params: dict[int, int] | None = None) -> bool:
+    """Apply `INGRESS_MALLOPT` (or ``params``) to this process's glibc malloc; False where
+    the C library has no mallopt or refuses a value (not glibc: nothing to tune)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return all(mallopt(k, v) == 1 for k, v in (params or INGRESS_MALLOPT).items())
+
+
 def _replica_config() -> IngressConfig:
     """The settings of the ingress replica serving this request (settings are per app)."""
     return serve.get_replica_context().servable_object.config
@@ -124,6 +151,25 @@ def _form_schema() -> dict[str, Any]:
     return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
 
 
+#: INT8 build states whose reason is public: the others' reasons may carry internals
+_PUBLIC_INT8_REASONS = frozenset({"off", "ready", "refused", "waiting", "building"})
+
+
+def _public_model_facts(status: dict[str, Any]) -> dict[str, Any]:
+    """What anyone may know of a group's serving: its precision and, for U2-Net, the INT8
+    build's state (a failed build's error text is for the detailed report only)."""
+    facts: dict[str, Any] = {}
+    if "precision" in status:
+        facts["precision"] = status["precision"]
+    int8 = status.get("int8")
+    if isinstance(int8, dict):
+        public = {"state": int8.get("state"), "guard": int8.get("guard")}
+        if int8.get("state") in _PUBLIC_INT8_REASONS:
+            public["reason"] = int8.get("reason")
+        facts["int8"] = public
+    return facts
+
+
 def health_report(config: RoutingConfig, monitor: GroupMonitor, *, details: bool) -> dict[str, Any]:
     """The health document: the migration guide's fields and each model's availability for
     anyone; replica details (internal: pids, paths, errors) when `details`.
@@ -155,7 +201,11 @@ def health_report(config: RoutingConfig, monitor: GroupMonitor, *, details: bool
         "styles_available": [s.value for s in Style],
         "formats_available": [f.value for f in OutputFormat],
         "models": {
-            name: {"available": reasons[name] is None, "ready_replicas": state.ready_replicas}
+            name: {
+                "available": reasons[name] is None,
+                "ready_replicas": state.ready_replicas,
+                **_public_model_facts(state.replica_status or {}),
+            }
             for name, state in states.items()
         },
     }
@@ -204,6 +254,8 @@ class Ingress:
     def __init__(self, groups: dict[str, DeploymentHandle], config: IngressConfig) -> None:
         """``groups``: each model tier's replica group, by tier name (`models.registry`)."""
         self.config = config
+        if not tune_malloc():
+            logger.info("malloc left at its defaults (no glibc mallopt)")
         warm_up_edges()  # compiled edge refinement (cached on disk after the first process)
         self._budget = PixelBudget(config.pixel_budget, config.retry_after_s)
         # Whole requests (decode, masks, compose, encode) share this replica's CPUs: past

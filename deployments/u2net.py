@@ -51,6 +51,8 @@ class U2NetDeployment(ModelReplica):
                 tuning_cache=predictor.info.tuning_cache,
                 # INT8 only: images whose soft mask was made again in f32
                 int8_guard=predictor.int8_guard,
+                # INT8: serving, being made in the background (u2net_int8_build), or why not
+                int8=predictor.int8_state(),
             )
         return info
 

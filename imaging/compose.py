@@ -34,12 +34,15 @@ sized as if the whole image were the subject; callers can detect the case before
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
-from imaging.foreground import estimate_foreground
 from imaging.options import Edges, Margin, Style
 
 MARGIN = 0.10
@@ -89,6 +92,8 @@ def edge_colours(
     """
     if Edges(edges) is Edges.RAW:
         return rgb
+    from imaging.foreground import estimate_foreground  # numba: loaded for refined edges only
+
     refined = estimate_foreground(rgb, mask)
     if input_alpha is not None:
         np.copyto(refined, rgb, where=(input_alpha < 255)[:, :, None])
@@ -381,10 +386,10 @@ def _shadow_mask(
 def _background(style: Style, cw: int, ch: int, horizon: int) -> Image.Image:
     """A fresh (mutable) RGB canvas of the style; cached layers are copied, never modified."""
     if style is Style.MINIMAL:
-        return _minimal(cw, ch).copy()
+        return _CANVASES.get(("minimal", cw, ch), _minimal).copy()
     if style is Style.MOOD:
-        return _mood(cw, ch).copy()
-    wall, floor = _street(cw, ch)
+        return _CANVASES.get(("mood", cw, ch), _mood).copy()
+    wall, floor = _CANVASES.get(("street", cw, ch), _street)
     canvas = wall.copy()
     horizon = min(max(horizon, 1), ch - 1)
     canvas.paste(floor.crop((0, horizon, cw, ch)), (0, horizon))
@@ -393,6 +398,67 @@ def _background(style: Style, cw: int, ch: int, horizon: int) -> Image.Image:
     draw.rectangle((0, horizon - kerb, cw, horizon - 1), fill=(58, 58, 60))
     draw.rectangle((0, horizon, cw, horizon + max(1, kerb // 2)), fill=(118, 117, 114))
     return canvas
+
+
+_Layers = TypeVar("_Layers", Image.Image, tuple[Image.Image, Image.Image])
+
+
+class CanvasCache:
+    """Style layers by (style, width, height), least recently used dropped past `max_bytes`
+    of pixels, all styles together; thread-safe (the service composes in worker threads).
+
+    Bounded by bytes, not entries: a canvas follows its subject's size (long side up to
+    `MAX_LONG_SIDE`: 2048x2048 RGB is 12 MiB, street's wall + floor 24 MiB), so the former
+    per-style `lru_cache`s (8 minimal, 8 mood, 4 street entries) held up to 288 MiB of a
+    long-lived process's memory. The soak's mix (benchmarks/cluster_soak.py) kept 61 MiB in
+    them (benchmarks/ingress_memory.py); a hit saves building the layers, tens of ms.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, int, int], tuple[object, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple[str, int, int], make: Callable[[int, int], _Layers]) -> _Layers:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return found[0]  # type: ignore[return-value]
+            self.misses += 1
+        value = make(key[1], key[2])  # outside the lock: two threads may build the same one
+        images = value if isinstance(value, tuple) else (value,)
+        size = sum(im.width * im.height * len(im.getbands()) for im in images)
+        with self._lock:
+            if key not in self._entries and size <= self.max_bytes:
+                self._entries[key] = (value, size)
+                self._bytes += size
+                while self._bytes > self.max_bytes:
+                    _, (_, dropped) = self._entries.popitem(last=False)
+                    self._bytes -= dropped
+        return value
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of pixels held now."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+#: Bytes of style layers kept for reuse, all styles together: two 2048x2048 street pairs, or
+#: five 2048x2048 plain canvases (see `CanvasCache`).
+CANVAS_CACHE_BYTES = 64 * 2**20
+_CANVASES = CanvasCache(CANVAS_CACHE_BYTES)
 
 
 def _field(cw: int, ch: int, fn: np.ndarray) -> Image.Image:
@@ -427,7 +493,6 @@ def _grid(aspect: float) -> tuple[np.ndarray, np.ndarray]:
     return x / max(1, gw - 1), y / max(1, gh - 1)
 
 
-@lru_cache(maxsize=8)
 def _minimal(cw: int, ch: int) -> Image.Image:
     x, y = _grid(cw / ch)
     top, bottom = np.array([247, 247, 245], np.float32), np.array([222, 222, 219], np.float32)
@@ -438,7 +503,6 @@ def _minimal(cw: int, ch: int) -> Image.Image:
     return _add_grain(_field(cw, ch, col))
 
 
-@lru_cache(maxsize=8)
 def _mood(cw: int, ch: int) -> Image.Image:
     x, y = _grid(cw / ch)
     warm, cool = np.array([96, 66, 50], np.float32), np.array([26, 34, 52], np.float32)
@@ -464,7 +528,6 @@ def _value_noise(cw: int, ch: int, seed: int) -> Image.Image:
     return ImageOps.autocontrast(acc, cutoff=1).resize((cw, ch), Image.Resampling.BILINEAR)
 
 
-@lru_cache(maxsize=4)
 def _street(cw: int, ch: int) -> tuple[Image.Image, Image.Image]:
     """(wall, floor) full-canvas layers; the horizon between them is chosen per subject."""
     tex = _value_noise(cw, ch, seed=1234)

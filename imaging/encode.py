@@ -14,12 +14,13 @@ Choices, with figures in docs/benchmarks.md ("PNG encoder") (``benchmarks/bench_
 from __future__ import annotations
 
 import io
-from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from imaging.errors import InvalidOptionError
+from imaging.formats import FORMATS as FORMATS  # the table, kept apart from the codecs
+from imaging.formats import MEDIA_TYPES
 from imaging.options import OutputFormat
 
 try:  # optional fast PNG writer; Pillow level 1 is the fallback
@@ -31,22 +32,6 @@ PNG_FALLBACK_LEVEL = 1
 WEBP_QUALITY = 90
 WEBP_METHOD = 0
 JPEG_QUALITY = 90
-
-
-class FormatInfo(NamedTuple):
-    """How a result in one output format is labelled: HTTP media type, file suffix."""
-
-    media_type: str
-    suffix: str
-
-
-#: the one table of output formats; the CLI's suffixes and media types derive from it
-FORMATS: dict[OutputFormat, FormatInfo] = {
-    OutputFormat.PNG: FormatInfo("image/png", ".png"),
-    OutputFormat.WEBP: FormatInfo("image/webp", ".webp"),
-    OutputFormat.JPEG: FormatInfo("image/jpeg", ".jpg"),
-}
-MEDIA_TYPES: dict[OutputFormat, str] = {fmt: info.media_type for fmt, info in FORMATS.items()}
 
 
 def png_backend() -> str:

@@ -16,6 +16,11 @@ RENDER_BASE_MEMORY = 512 * 1024**2
 RENDER_BYTES_PER_PIXEL = 20
 
 
+#: a batch job's decode task's own memory besides the photo it decodes (interpreter, libraries,
+#: the batch); the photo adds 3 bytes per pixel
+DECODE_BASE_MEMORY = 256 * 1024**2
+
+
 def render_memory(pixels: int) -> int:
     """Bytes to reserve for a worker that renders up to `pixels` (input + output) at a time."""
     return RENDER_BASE_MEMORY + RENDER_BYTES_PER_PIXEL * pixels

@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from PIL import ImageColor
-
 from imaging.errors import InvalidOptionError
 
 MAX_RATIO_TERM = 100
@@ -164,6 +162,8 @@ def parse_color(text: str | None) -> RGBA | None:
         digits = m.group(1) + ("ff" if len(m.group(1)) == 6 else "")
         r, g, b, a = (int(digits[i : i + 2], 16) for i in range(0, 8, 2))
         return r, g, b, a
+    from PIL import ImageColor  # Pillow: loaded by a colour name, not by the option table
+
     if key.lower() in ImageColor.colormap:
         r, g, b = ImageColor.getrgb(key.lower())[:3]
         return r, g, b, 255

@@ -21,18 +21,12 @@ import numpy as np
 from imaging.decode import DecodedImage, decode_image
 from imaging.encode import encode_image
 from imaging.errors import InvalidOptionError
-from imaging.mask_post import post_process_mask
+from imaging.limits import Limits
 from imaging.options import RenderOptions
 from imaging.render import Box, check_output, compose_located, plan_output
 
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may cost; the defaults are the service's."""
-
-    max_bytes: int = 25 * 1024 * 1024
-    max_pixels: int = 50_000_000
-    max_output_pixels: int = 50_000_000
+#: the service's limits, where a caller gives none
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -93,7 +87,7 @@ def decode_for(
     data: bytes,
     options: RenderOptions,
     *,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     background: bytes | None = None,
     reserve: Reserve | None = None,
 ) -> Decoded:
@@ -145,7 +139,11 @@ def finish(
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
     # a mask step, before compose: every entry point gets it (rembg's ppm, our CLI and form)
-    mask = post_process_mask(outcome.mask) if options.post_process_mask else outcome.mask
+    mask = outcome.mask
+    if options.post_process_mask:
+        from imaging.mask_post import post_process_mask  # scipy: loaded when asked for
+
+        mask = post_process_mask(mask)
     pixels, foreground = compose_located(decoded.photo, mask, options, decoded.background)
     t1 = time.perf_counter()
     body, media_type = encode_image(pixels, options.fmt)
@@ -169,7 +167,7 @@ def remove_background(
     options: RenderOptions,
     masker: Masker,
     *,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     background: bytes | None = None,
     reserve: Reserve | None = None,
 ) -> Result:
@@ -189,7 +187,7 @@ async def remove_background_async(
     options: RenderOptions,
     masker: AsyncMasker,
     *,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     background: bytes | None = None,
     reserve: Reserve | None = None,
 ) -> Result:

@@ -85,6 +85,14 @@ def megapixels(value: float) -> int:
 Box = tuple[int, int, int, int]
 
 
+def refines_edges(options: RenderOptions) -> bool:
+    """Whether the result's soft edges get estimated foreground colours (`imaging.foreground`,
+    compiled once per process): refined edges, except for a mask alone (alpha channel)."""
+    if options.edges is not Edges.REFINED:
+        return False
+    return options.style is not None or options.channels is not Channels.ALPHA
+
+
 def compose(
     decoded: DecodedImage,
     mask: np.ndarray,
@@ -119,7 +127,7 @@ def compose_located(
             )
         return pixels, None
     # The mask alone needs no edge colours: skip their cost.
-    edges = Edges.RAW if options.channels is Channels.ALPHA else options.edges
+    edges = Edges.REFINED if refines_edges(options) else Edges.RAW
     pixels = cutout(decoded.rgb, mask, input_alpha=decoded.alpha, edges=edges)
     if options.max_megapixels is not None:
         pixels = scale_down(pixels, megapixels(options.max_megapixels))

@@ -11,12 +11,14 @@ Adding a tier is its model module plus one `ModelTier` entry (and, for the servi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
+if TYPE_CHECKING:  # numpy and Pillow load with a model, not with the table of tiers
+    import numpy as np
 
-from imaging.resize import ModelInputSpec
+    from imaging.resize import ModelInputSpec
+    from models.u2net_int8_build import BuildBudget
 
 
 class MaskPredictor(Protocol):
@@ -55,6 +57,8 @@ class U2NetLoadConfig:
     precision: str = "auto"
     resize: str = "auto"
     tuning_cache_dir: str | None = None
+    #: make the INT8 model in the background with this budget (None: only use a built one)
+    int8_build: BuildBudget | None = None
 
 
 def _load_rmbg(config: RMBGLoadConfig) -> MaskPredictor:
@@ -68,10 +72,13 @@ def _load_rmbg(config: RMBGLoadConfig) -> MaskPredictor:
 def _load_u2net(config: U2NetLoadConfig) -> MaskPredictor:
     from models.u2net import U2NetPredictor
 
-    return U2NetPredictor.load(**asdict(config))
+    # fields one by one: asdict would turn the build budget into a dict
+    return U2NetPredictor.load(**{f.name: getattr(config, f.name) for f in fields(config)})
 
 
 def _rmbg_input(config: RMBGLoadConfig, predictor: MaskPredictor) -> ModelInputSpec:
+    from imaging.resize import ModelInputSpec
+
     r = config.resolution
     return ModelInputSpec(width=r, height=r, downscale="bilinear", upscale="bilinear")
 
@@ -79,6 +86,7 @@ def _rmbg_input(config: RMBGLoadConfig, predictor: MaskPredictor) -> ModelInputS
 def _u2net_input(config: U2NetLoadConfig, predictor: Any) -> ModelInputSpec:
     from PIL import Image
 
+    from imaging.resize import ModelInputSpec
     from models.u2net_transforms import resize_filters
 
     info = predictor.info

@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -39,18 +39,21 @@ import numpy as np
 from models.errors import CorruptWeightsError, Int8UnavailableError, ModelError
 from models.hardware import openvino_available
 from models.hardware import usable_cpus as default_threads
-from models.u2net_int8 import GuardedInt8, recipe_for, usable_int8
+from models.u2net_int8 import GuardedInt8, int8_status, recipe_for, usable_int8
+from models.u2net_int8_build import BuildBudget, Int8Builder, build_here
 from models.u2net_transforms import ResizeMode, postprocess, preprocess, resize_filters
 from models.u2net_tuning import (
     Candidate,
     Plan,
     SelectionCache,
+    cpu_has_native_bf16,
     model_identity,
     openvino_cpu_config,
     plan_candidates,
     select_cached,
     selection_cache,
     selection_key,
+    time_runs,
     timing_input,
 )
 from models.u2net_weights import U2NetWeights, check_io, model_spec, resolve_u2net_weights
@@ -127,6 +130,11 @@ class U2NetPredictor:
         self._run = run
         self.info = info
         self._reducing_gap, self._upscale = resize_filters(info.resize)  # type: ignore[arg-type]
+        #: the background INT8 build (None: not this predictor's to make)
+        self.int8_build: Int8Builder | None = None
+        #: why no INT8 model is built for this predictor (None: one is, or it serves INT8)
+        self.int8_build_off: str | None = None
+        self._switch = threading.Lock()
 
     @property
     def int8_guard(self) -> dict[str, float] | None:
@@ -138,6 +146,19 @@ class U2NetPredictor:
             "redone_f32": self._run.redone,
             "max_soft_share": self._run.max_soft_share,
         }
+
+    def int8_state(self) -> dict[str, Any]:
+        """For health: whether INT8 serves, is being made, or why not (state and reason), and
+        the guard's counts while it serves."""
+        if self.info.precision == "int8":
+            state: dict[str, Any] = {"state": "ready", "reason": "serving INT8"}
+        elif self.int8_build is not None:
+            state = self.int8_build.as_dict()
+            if state["state"] == "ready":  # made and checked, but timed slower than the current
+                state["reason"] = f"kept {self.info.label}: INT8 was not faster here"
+        else:
+            state = {"state": "off", "reason": self.int8_build_off or "no background build here"}
+        return {**state, "guard": self.int8_guard}
 
     @classmethod
     def load(
@@ -153,6 +174,7 @@ class U2NetPredictor:
         precision: Precision | Literal["auto"] = "auto",
         warmup: bool = True,
         tuning_cache_dir: str | os.PathLike[str] | None = None,
+        int8_build: BuildBudget | None = None,
     ) -> U2NetPredictor:
         """Resolve the weights (see ``resolve_u2net_weights``), then build the fastest runtime.
 
@@ -179,6 +201,12 @@ class U2NetPredictor:
 
         Timing runs warm the chosen session, so ``warmup`` only matters when
         nothing was timed.
+
+        INT8 needs its model made on this CPU (``models.u2net_int8_build``): pinned
+        ``precision="int8"`` makes it here and now when it is missing (and fails when it is
+        out of tolerance); with ``int8_build`` an ``auto`` load that serves f32 on a CPU
+        without native bf16 starts making it in the background and switches to it between
+        two ``predict`` calls once it is ready and measured faster.
         """
         # bad options fail before any download
         if resize != "auto":
@@ -207,7 +235,7 @@ class U2NetPredictor:
         if ov_installed and precision in ("auto", "int8") and runtime in ("auto", "openvino"):
             int8_model, int8_why = usable_int8(weights)
             if precision == "int8" and int8_model is None:
-                raise Int8UnavailableError(f"precision='int8' for {weights.name}: {int8_why}")
+                int8_model = _require_int8(weights, pinned_threads or cpus)
         plan = plan_candidates(
             model_name=weights.name,
             rembg_file=_is_rembg_file(weights),
@@ -218,6 +246,7 @@ class U2NetPredictor:
             cpus=cpus,
             openvino_installed=ov_installed,
             int8_exclusion=None if int8_model is not None else int8_why,
+            cpu_bf16=cpu_has_native_bf16,
         )
 
         def build(c: Candidate) -> tuple[_Session, Callable[[], object]]:
@@ -279,7 +308,79 @@ class U2NetPredictor:
         predictor = cls(session.run, info)
         if warmup:
             predictor.warmup()
+        if int8_build is not None:
+            predictor._start_int8_build(int8_build, precision, runtime, ov_installed)
         return predictor
+
+    def _start_int8_build(
+        self, budget: BuildBudget, precision: str, runtime: str, ov_installed: bool
+    ) -> None:
+        """Start making the INT8 model in the background where it can pay off; else say why."""
+        info = self.info
+        if precision != "auto" or runtime == "onnxruntime":
+            self.int8_build_off = f"precision {precision!r}, runtime {runtime!r} pinned"
+        elif not ov_installed:
+            self.int8_build_off = "openvino is not installed"
+        elif info.precision == "int8":
+            self.int8_build_off = "serving INT8 already"
+        elif info.precision == "bf16" or cpu_has_native_bf16():
+            self.int8_build_off = "this CPU has native bf16: bf16 is the fast candidate"
+        elif any(label.startswith("openvino/int8") for label in info.timings_ms):
+            self.int8_build_off = "INT8 was timed at load and was not the fastest"
+        else:
+            try:
+                recipe_for(info.weights)
+            except Int8UnavailableError as exc:
+                self.int8_build_off = str(exc)
+        if self.int8_build_off is not None:
+            log.info("U2-Net %s: no INT8 build: %s", info.weights.name, self.int8_build_off)
+            return
+        self.int8_build = Int8Builder(info.weights, budget, on_ready=self._adopt_int8)
+        self.int8_build.start()
+
+    def _adopt_int8(self, model: Path) -> None:
+        """Build the INT8 runtime beside the serving one, time both on the same input, and
+        serve INT8 from the next ``predict`` call if it is faster (requests never wait: the
+        swap is two attribute writes between calls)."""
+        info, weights = self.info, self.info.weights
+        session = _load_openvino(model, info.threads, "f32")
+        exact = _load_openvino(weights.path, info.threads, "f32")
+        guard = GuardedInt8(session.run, exact.run, recipe_for(weights).max_soft_share)
+        x = timing_input(info.input_size)
+        label = Candidate("openvino", "int8", info.threads).label
+        # interleaved, so load from requests in flight weighs on both alike
+        current_ms, int8_ms = [], []
+        for _ in range(3):
+            current_ms.append(time_runs(lambda: self._run(x), warmup_runs=1, timed_runs=3))
+            int8_ms.append(time_runs(lambda: session.run(x), warmup_runs=1, timed_runs=3))
+        timings = {**info.timings_ms, info.label: min(current_ms), label: min(int8_ms)}
+        if min(int8_ms) >= min(current_ms):
+            log.info(
+                "U2-Net %s: INT8 %.1f ms is not faster than %s %.1f ms: kept",
+                weights.name,
+                min(int8_ms),
+                info.label,
+                min(current_ms),
+            )
+            self.info = replace(info, timings_ms=timings)
+            return
+        new_info = replace(
+            info,
+            runtime="openvino",
+            precision="int8",
+            batch=session.batch,
+            selection="measured",
+            timings_ms=timings,
+        )
+        with self._switch:
+            self._run, self.info = guard, new_info
+        log.info(
+            "U2-Net %s: switched to INT8 (%.1f ms against %s %.1f ms)",
+            weights.name,
+            min(int8_ms),
+            info.label,
+            min(current_ms),
+        )
 
     def warmup(self) -> None:
         """One run on a blank input, so lazy kernel setup is not paid by the first request."""
@@ -308,14 +409,28 @@ class U2NetPredictor:
             else [(int(a.shape[1]), int(a.shape[0])) for a in images]
         )
         masks: list[np.ndarray] = []
-        step = self.info.batch
+        with self._switch:  # one runtime for the whole call, even if INT8 arrives meanwhile
+            run, info = self._run, self.info
+        step = info.batch
         for start in range(0, len(images), step):
             chunk = images[start : start + step]
-            x = np.stack([preprocess(a, self.info.input_size, self._reducing_gap) for a in chunk])
-            out = _check_output(self._run(x), len(chunk))
+            x = np.stack([preprocess(a, info.input_size, self._reducing_gap) for a in chunk])
+            out = _check_output(run(x), len(chunk))
             for i, pred in enumerate(out):
                 masks.append(postprocess(pred[0], sizes[start + i], self._upscale))
         return masks
+
+
+def _require_int8(weights: U2NetWeights, threads: int) -> Path:
+    """Pinned INT8 without a model: make it now, or fail saying why it cannot be had."""
+    status = int8_status(weights)
+    if status.state in ("missing", "stale"):
+        log.info("U2-Net %s: precision='int8' and %s: making it now", weights.name, status.reason)
+        build_here(weights, threads=threads)
+        status = int8_status(weights)
+    if status.model is None:
+        raise Int8UnavailableError(f"precision='int8' for {weights.name}: {status.reason}")
+    return status.model
 
 
 def _check_output(out: np.ndarray, n: int) -> np.ndarray:

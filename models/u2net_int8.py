@@ -1,5 +1,5 @@
-"""U2-Net in INT8: made once where it will run, from the operator's photos, kept only
-within rembg's tolerance.
+"""U2-Net in INT8: made once where it will run (by the tier itself, `models.u2net_int8_build`,
+or ahead of time by `bgremove quantize`), kept only within rembg's tolerance.
 
 Why: on CPUs without native bf16 (AVX2 only) the f32 network is most of every U2-Net
 request. INT8 ran rembg's ``u2net`` 1.9-2.1x faster than f32 on a 2-core AVX2 AMD EPYC
@@ -11,8 +11,8 @@ tolerance, so only ``u2net`` has a recipe.
 INT8 kernels differ by instruction set, so the tolerance is checked where the model will
 run and the report records the CPU: the runtime choice (``models.u2net``) offers INT8 only
 for the weights it was made from, on a CPU with the same feature flags, while the file is
-the one that was checked. Quantizing needs ``nncf`` (``pip install nncf``); serving the
-result needs only OpenVINO.
+the one that was checked. Quantizing needs ``nncf`` (a dependency of the project); serving
+the result needs only OpenVINO.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -169,11 +169,14 @@ class Int8Report:
         return cls(**values)
 
 
-def int8_files(weights: U2NetWeights) -> tuple[Path, Path]:
-    """Where the INT8 model (IR ``.xml``, with its ``.bin``) and its report live: beside
-    the weights, so a model volume carries them to every replica."""
-    stem = weights.path.with_suffix("")
-    return stem.with_suffix(".int8.xml"), stem.with_suffix(".int8.json")
+def int8_files(weights: U2NetWeights, flags_digest: str | None = None) -> tuple[Path, Path]:
+    """Where the INT8 model (IR ``.xml``, with its ``.bin``) and its report live: beside the
+    weights, so a model volume carries them to every replica, one pair per CPU feature-flag
+    set (INT8 kernels differ by instruction set), so that a volume shared by several CPU
+    types holds each one's own. ``flags_digest``: this CPU's (`cpu_flags_digest`) if None."""
+    digest = flags_digest or cpu_flags_digest() or "unknown-cpu"
+    stem = f"{weights.path.stem}.int8-{digest[:12]}"
+    return weights.path.with_name(f"{stem}.xml"), weights.path.with_name(f"{stem}.json")
 
 
 def _sha256(path: Path) -> str:
@@ -196,33 +199,72 @@ def recipe_for(weights: U2NetWeights) -> Int8Recipe:
     return recipe
 
 
-def usable_int8(weights: U2NetWeights) -> tuple[Path | None, str]:
-    """The INT8 model to offer for these weights on this machine, or None and why not."""
-    xml, report_path = int8_files(weights)
+#: `usable`: offer it; `missing`/`stale`: (re)build it; `refused`: built here and out of
+#: tolerance, do not build again; `unavailable`: no recipe for these weights
+Int8State = Literal["usable", "missing", "stale", "refused", "unavailable"]
+
+
+@dataclass(frozen=True)
+class Int8Status:
+    """What the models directory holds for these weights on this CPU, and what to do."""
+
+    state: Int8State
+    reason: str = ""
+    model: Path | None = None
+
+
+def int8_status(weights: U2NetWeights) -> Int8Status:
+    """Whether an INT8 model for these weights can serve on this CPU, and if not, why.
+
+    A report that is out of tolerance stays refused while the weights, the CPU and the
+    quantizing tools are the ones it was made with: building again would refuse again.
+    """
     try:
         recipe_for(weights)
     except Int8UnavailableError as exc:
-        return None, str(exc)
-    if not report_path.is_file() or not xml.is_file():
-        return None, f"no INT8 model beside {weights.path.name}: make one with `bgremove quantize`"
+        return Int8Status("unavailable", str(exc))
+    xml, report_path = int8_files(weights)
+    if not report_path.is_file():
+        return Int8Status("missing", f"no INT8 model for this CPU beside {weights.path.name}")
     try:
         report = Int8Report.from_dict(json.loads(report_path.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return None, f"{report_path} is unreadable ({exc}): run `bgremove quantize` again"
+        return Int8Status("stale", f"{report_path.name} is unreadable ({exc})")
     if report.schema != REPORT_SCHEMA:
-        return None, f"{report_path} is from an older version: run `bgremove quantize` again"
+        return Int8Status("stale", f"{report_path.name} is from an older version")
     if report.source_md5 != weights.md5:
-        return None, f"{report_path} was made from other weights: run `bgremove quantize` again"
-    if not report.within_tolerance:
-        return None, f"{report_path}: masks out of rembg's tolerance on the check photos"
+        return Int8Status("stale", f"{report_path.name} was made from other weights")
     if report.cpu_flags_sha256 != cpu_flags_digest():
-        return None, (
-            f"checked on another CPU ({report.cpu}); INT8 kernels differ by instruction set: "
-            "run `bgremove quantize` on this one"
+        # INT8 kernels differ by instruction set
+        return Int8Status("stale", f"{report_path.name} was checked on another CPU ({report.cpu})")
+    if not report.within_tolerance:
+        if report.versions != _tool_versions():
+            return Int8Status("stale", f"{report_path.name} was refused by other tool versions")
+        out = [p for p in report.photos if not p.within]
+        worst = max(p.mean_diff for p in report.photos) if report.photos else 0.0
+        return Int8Status(
+            "refused",
+            f"masks out of rembg's tolerance on {len(out)} of {len(report.photos)} check "
+            f"photos on this CPU (worst mean |diff| {worst:.2f})",
         )
-    if report.ir_sha256 != _sha256(xml.with_suffix(".bin")):
-        return None, f"{xml.with_suffix('.bin')} is not the file that was checked"
-    return xml, ""
+    if not xml.is_file() or report.ir_sha256 != _sha256(xml.with_suffix(".bin")):
+        checked = xml.with_suffix(".bin").name
+        return Int8Status("stale", f"{checked} is not the file that was checked")
+    return Int8Status("usable", "", xml)
+
+
+def usable_int8(weights: U2NetWeights) -> tuple[Path | None, str]:
+    """The INT8 model to offer for these weights on this machine, or None and why not."""
+    status = int8_status(weights)
+    if status.state == "usable":
+        return status.model, ""
+    if status.state in ("missing", "stale"):
+        return None, f"{status.reason}: make one with `bgremove quantize`"
+    return None, status.reason
+
+
+def _tool_versions() -> dict[str, str | None]:
+    return {name: package_version(name) for name in ("nncf", "openvino")}
 
 
 def calibration_inputs(
@@ -277,7 +319,8 @@ def quantize_u2net(
         import openvino as ov
     except ImportError as exc:
         raise Int8UnavailableError(
-            f"quantizing needs nncf and openvino ({exc}): pip install nncf"
+            f"quantizing needs nncf and openvino ({exc}): reinstall the project "
+            "(both are its dependencies)"
         ) from exc
     threads = threads or usable_cpus()
     core = ov.Core()
@@ -320,7 +363,7 @@ def quantize_u2net(
         recipe={**asdict(recipe), "calibration": len(inputs)},
         cpu=cpu_name(),
         cpu_flags_sha256=cpu_flags_digest(),
-        versions={name: package_version(name) for name in ("nncf", "openvino")},
+        versions=_tool_versions(),
         photos=checks,
     )
     xml, report_path = int8_files(weights)

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import shared
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -27,3 +29,21 @@ def no_settings_file() -> Iterator[None]:
         del os.environ["BG_REMOVAL_ENV_FILE"]
     else:
         os.environ["BG_REMOVAL_ENV_FILE"] = before
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Check ../shared once, before any test runs, when a collected test reads it: a missing
+    folder or file is then one usage error saying what is missing and where to get it."""
+    if any("shared_data" in item.fixturenames for item in items):
+        message = shared.problem()
+        if message is not None:
+            raise pytest.UsageError(message)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> None:
+    """Requested (usually as `pytest.mark.usefixtures("shared_data")`) by every test that reads
+    ../shared: the paths are in tests/support/shared.py; the check runs at collection."""
+    message = shared.problem()
+    if message is not None:  # only reached where the collection hook did not run
+        pytest.fail(message, pytrace=False)

@@ -23,23 +23,19 @@ import torch
 
 from bgremove.compare import DEFAULT_PHOTO, cut_out, load_models
 from bgremove.errors import SetupError
-from bgremove.local import cli_settings, load_masker
+from bgremove.local import load_masker
+from bgremove.settings import cli_settings
 from imaging import mask_metrics
 from models.birefnet import BiRefNet, BiRefNetConfig
 from models.registry import RMBG, U2NET
 from models.rmbg_weights import build_birefnet
 from tests.support.birefnet_weights import synthetic_state_dict
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-VECTORS = SHARED / "birefnet"
-U2NETP = SHARED / "models" / "u2netp.onnx"
+from tests.support.shared import BIREFNET, U2NETP
 
 
 @pytest.fixture
-def u2netp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def u2netp(shared_data: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The real u2netp as the U2-Net tier, from a private home (nothing downloaded)."""
-    if not U2NETP.is_file():
-        pytest.fail(f"the shared u2netp model is missing: {U2NETP} (see README: ../shared)")
     home = tmp_path / "u2net-home"
     home.mkdir()
     shutil.copy(U2NETP, home / "u2netp.onnx")
@@ -80,8 +76,9 @@ def rmbg2_network() -> BiRefNet:
     return build_birefnet(synthetic_state_dict("rmbg-2.0"), BiRefNetConfig.preset("rmbg-2.0"))
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_the_network_has_the_checkpoints_layout() -> None:
-    manifest = json.loads((VECTORS / "keys-rmbg-2.0.json").read_text())
+    manifest = json.loads((BIREFNET / "keys-rmbg-2.0.json").read_text())
     with torch.device("meta"):
         model = BiRefNet(BiRefNetConfig.preset("rmbg-2.0"))
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
@@ -89,8 +86,9 @@ def test_the_network_has_the_checkpoints_layout() -> None:
     assert list(ours) == list(manifest)  # same order too
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_the_network_matches_the_original_implementation(rmbg2_network: BiRefNet) -> None:
-    vectors = np.load(VECTORS / "parity-rmbg-2.0-256.npz")
+    vectors = np.load(BIREFNET / "parity-rmbg-2.0-256.npz")
     with torch.inference_mode():
         logits = rmbg2_network(torch.from_numpy(vectors["input"]))
     assert logits.shape == (2, 1, 256, 256)

@@ -18,15 +18,8 @@ import ray
 
 from bgremove.batch import BatchSettings
 from deployments.settings import ServiceSettings
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-IMAGES = SHARED / "images"
-U2NETP = SHARED / "models" / "u2netp.onnx"
-#: small real photos (400x267 .. 770x595): real work, a few seconds in all
-PHOTOS = ("hockey.png", "whisk.png", "horse.jpg")
-#: not an image: a text file under an image name, as a broken upload looks
-CORRUPT_NAME = "broken.jpg"
-CORRUPT_BYTES = b"this is not a JPEG, only its name says so\n" * 8
+from tests.support.batch import CORRUPT_BYTES, CORRUPT_NAME, PHOTOS, photo_names
+from tests.support.shared import IMAGES, U2NETP
 
 
 def _free_port() -> int:
@@ -36,11 +29,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="package")
-def ray_cluster() -> Iterator[str]:
+def ray_cluster(shared_data: None) -> Iterator[str]:
     """A local Ray of 3 logical CPUs (decode, finish and one model actor side by side) with
     its dashboard, which takes job submissions; yields the dashboard's address."""
-    if not U2NETP.is_file():
-        pytest.fail(f"the real u2netp weights are missing: {U2NETP}")
     port = _free_port()
     ray.init(
         address="local",
@@ -59,7 +50,7 @@ def ray_cluster() -> Iterator[str]:
 
 
 @pytest.fixture
-def service_settings(tmp_path: Path) -> ServiceSettings:
+def service_settings(shared_data: None, tmp_path: Path) -> ServiceSettings:
     """The service's settings for the real u2netp, runtime and threads pinned."""
     return ServiceSettings(
         u2net_model="u2netp",
@@ -80,13 +71,8 @@ def batch_settings() -> BatchSettings:
     )
 
 
-def photo_names() -> list[str]:
-    """The inputs as the job names them: the photos, one in a sub-folder, and the corrupt one."""
-    return [PHOTOS[0], PHOTOS[1], f"sub/{PHOTOS[2]}", CORRUPT_NAME]
-
-
 @pytest.fixture
-def photo_dir(tmp_path: Path) -> Path:
+def photo_dir(shared_data: None, tmp_path: Path) -> Path:
     """A folder of real photos (one in a sub-folder), a corrupt image and a text file."""
     root = tmp_path / "photos"
     (root / "sub").mkdir(parents=True)

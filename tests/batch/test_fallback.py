@@ -12,15 +12,16 @@ from bgremove.batch import BatchSettings, run_batch
 from bgremove.manifest import MANIFEST, Record
 from deployments.settings import ServiceSettings
 from models.registry import RMBG, U2NET
-from tests.batch.conftest import IMAGES, PHOTOS
+from tests.support.batch import PHOTOS
 from tests.support.birefnet_weights import write_synthetic_checkpoint
+from tests.support.shared import IMAGES
 
 #: RMBG-2.0 as the service tests run it on CPUs: birefnet-lite at a small resolution, PyTorch
 RMBG_ARGS = {"rmbg_arch": "birefnet-lite", "rmbg_resolution": 256, "rmbg_runtime": "torch"}
 
 
 @pytest.fixture
-def two_photos(tmp_path: Path) -> Path:
+def two_photos(shared_data: None, tmp_path: Path) -> Path:
     root = tmp_path / "two"
     root.mkdir()
     for name in PHOTOS[:2]:

@@ -20,7 +20,8 @@ from bgremove import batch
 from bgremove.batch import BatchSettings, run_batch
 from bgremove.manifest import MANIFEST, PARTS_DIR, SUMMARY, Record
 from deployments.settings import ServiceSettings
-from tests.batch.conftest import CORRUPT_NAME, U2NETP, photo_names
+from tests.support.batch import CORRUPT_NAME, photo_names
+from tests.support.shared import U2NETP
 
 #: the service's settings of `service_settings`, as an operator would export them
 SERVICE_ENV = {

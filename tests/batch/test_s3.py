@@ -15,7 +15,7 @@ from moto.server import ThreadedMotoServer
 from bgremove.batch import BatchSettings, run_batch
 from bgremove.manifest import MANIFEST, PARTS_DIR, SUMMARY, Record
 from deployments.settings import ServiceSettings
-from tests.batch.conftest import CORRUPT_NAME, photo_names
+from tests.support.batch import CORRUPT_NAME, photo_names
 
 KEYS = {"s3_access_key_id": "test-key", "s3_secret_access_key": "test-secret"}
 BUCKET = "catalogue"

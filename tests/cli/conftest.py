@@ -12,15 +12,12 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-IMAGES = SHARED / "images"
-U2NETP = SHARED / "models" / "u2netp.onnx"
-#: small real photos (the CLI's cost is the model's; these keep the suite fast)
-PHOTOS = ("hockey.png", "horse.jpg", "im_14.png", "whisk.png")
+from tests.support.cli import PHOTOS
+from tests.support.shared import IMAGES, U2NETP
 
 
 @pytest.fixture(scope="session")
-def u2net_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def u2net_home(shared_data: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("u2net-home")
     shutil.copy(U2NETP, home / "u2netp.onnx")
     return home
@@ -41,7 +38,7 @@ def u2netp_env(monkeypatch: pytest.MonkeyPatch, u2net_home: Path) -> Path:
 
 
 @pytest.fixture
-def photos(tmp_path: Path) -> Path:
+def photos(shared_data: None, tmp_path: Path) -> Path:
     """A folder of real photos, a corrupt JPEG, a non-image, and a subfolder with a photo."""
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)

@@ -17,11 +17,15 @@ from PIL import Image
 
 from bgremove.cli import build_parser, main
 from bgremove.folder import scan
-from bgremove.local import cli_settings, load_masker
+from bgremove.local import load_masker
+from bgremove.settings import cli_settings
 from imaging.compose import subject_bbox
 from imaging.options import OPTION_FIELDS
 from models.hardware import usable_cpus
-from tests.cli.conftest import IMAGES, PHOTOS
+from tests.support.cli import PHOTOS
+from tests.support.shared import IMAGES
+
+pytestmark = pytest.mark.usefixtures("shared_data")
 
 BGREMOVE = Path(sys.executable).parent / "bgremove"
 

@@ -17,9 +17,11 @@ from PIL import Image
 from bgremove.compare import quick_test
 from imaging import mask_metrics
 from tests.support.birefnet_weights import write_synthetic_checkpoint
+from tests.support.shared import IMAGES
+
+pytestmark = pytest.mark.usefixtures("shared_data")
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT.parent / "shared" / "images"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from PIL import Image
 
 from bgremove.cli import main
 from bgremove.remote import MAX_RETRY_AFTER_S, backoff_s, retry_after_s
-from tests.cli.conftest import IMAGES
+from tests.support.shared import IMAGES
 from tests.support.stub_server import Reply, Request, error_reply, stub_server
 
 
@@ -70,6 +70,7 @@ def test_retry_after_parsing() -> None:
     assert backoff_s(0, rng=lambda: 1.0) == 0.5 and backoff_s(20, rng=lambda: 1.0) == 30.0
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_503_is_retried_after_retry_after(server: tuple[str, Script], tmp_path: Path) -> None:
     url, script = server
     script.answers = [(503, {"Retry-After": "1"}), (200, {})]
@@ -84,6 +85,7 @@ def test_503_is_retried_after_retry_after(server: tuple[str, Script], tmp_path: 
     assert b'name="crop"' in body and b"true" in body and b'name="file"' in body
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_overload_that_lasts_fails_the_file_not_the_run(
     server: tuple[str, Script], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -97,6 +99,7 @@ def test_overload_that_lasts_fails_the_file_not_the_run(
     assert "a.png: [overloaded] said 503 (still 503 after 2 retries)" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_refused_key_stops_the_run(
     server: tuple[str, Script],
     tmp_path: Path,
@@ -117,6 +120,7 @@ def test_refused_key_stops_the_run(
     assert script.requests[0][1]["X-Api-Key"] == "from-env"
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_unreachable_service_stops_after_retries(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -26,12 +26,12 @@ from ray.serve.schema import ServeDeploySchema
 
 from deployments.app import ingress_memory_bytes
 from deployments.settings import ServiceSettings
+from tests.support.shared import KUBERAY as KUBERAY_CRDS
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CRDS = {
-    "RayService": SHARED / "kuberay" / "ray.io_rayservices.yaml",
-    "RayJob": SHARED / "kuberay" / "ray.io_rayjobs.yaml",
+    "RayService": KUBERAY_CRDS / "ray.io_rayservices.yaml",
+    "RayJob": KUBERAY_CRDS / "ray.io_rayjobs.yaml",
 }
 KUBERAY = ROOT / "configs" / "kuberay"
 RAYSERVICE = KUBERAY / "rayservice.yaml"
@@ -154,6 +154,7 @@ def service_settings(manifest: dict[str, Any]) -> ServiceSettings:
 # --- the CRD schemas --------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("shared_data")
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
 def test_manifest_is_valid_for_its_crd(path: Path) -> None:
     manifest = load(path)
@@ -241,6 +242,7 @@ BROKEN: dict[str, tuple[Path, Callable[[dict[str, Any]], None], str]] = {
 }
 
 
+@pytest.mark.usefixtures("shared_data")
 @pytest.mark.parametrize("case", BROKEN)
 def test_validator_rejects_a_broken_manifest(case: str) -> None:
     path, breaks, word = BROKEN[case]
@@ -251,6 +253,7 @@ def test_validator_rejects_a_broken_manifest(case: str) -> None:
     assert any(word in error for error in errors), errors
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_int_or_string_takes_both() -> None:
     """Quantities and ports are `x-kubernetes-int-or-string`: 1 and "1" are both valid."""
     manifest = copy.deepcopy(load(RAYSERVICE))

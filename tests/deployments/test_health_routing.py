@@ -133,3 +133,34 @@ def test_u2net_mode_health_needs_only_u2net() -> None:
     assert report["device"] == "cpu" and report["gpu_available"] is False
     down = _Monitor({RMBG: _group(True), U2NET: _group(None)})
     assert health_report(RoutingConfig(model=U2NET), down, details=False)["status"] == "unhealthy"
+
+
+def test_health_says_which_precision_serves_and_the_int8_build_state_to_anyone() -> None:
+    """Issue 21: the precision serving, the build state with its reason, the guard's counts;
+    a failed build's error text (paths, tracebacks) only in the detailed report."""
+    guard = {"images": 40, "redone_f32": 2, "max_soft_share": 0.06}
+    building = {"state": "building", "reason": "1 CPU(s) at nice 10", "for_s": 12.0}
+    monitor = _Monitor(
+        {
+            RMBG: _group(True, precision="float16"),
+            U2NET: _group(True, precision="f32", int8={**building, "guard": None}),
+        }
+    )
+    report = health_report(RoutingConfig(), monitor, details=False)
+    assert report["models"][U2NET] == {
+        "available": True,
+        "ready_replicas": 1,
+        "precision": "f32",
+        "int8": {"state": "building", "reason": "1 CPU(s) at nice 10", "guard": None},
+    }
+    assert report["models"][RMBG]["precision"] == "float16"
+    serving = {"state": "ready", "reason": "serving INT8", "guard": guard}
+    monitor.states[U2NET] = _group(True, precision="int8", int8=serving)
+    public = health_report(RoutingConfig(), monitor, details=False)["models"][U2NET]
+    assert public["precision"] == "int8" and public["int8"] == serving
+    failed = {"state": "failed", "reason": "OSError: /models/u2net: disk full", "guard": None}
+    monitor.states[U2NET] = _group(True, precision="f32", int8=failed)
+    public = health_report(RoutingConfig(), monitor, details=False)["models"][U2NET]
+    assert public["int8"] == {"state": "failed", "guard": None}
+    detailed = health_report(RoutingConfig(), monitor, details=True)["models"][U2NET]
+    assert "disk full" in str(detailed)

@@ -10,7 +10,7 @@ import pytest
 
 from bgremove.batch import BatchSettings
 from bgremove.errors import SetupError
-from bgremove.local import cli_settings
+from bgremove.settings import cli_settings
 from deployments.settings import ServiceSettings, SettingsFileError
 
 

@@ -11,7 +11,8 @@ from PIL import Image
 
 from imaging.decode import DecodedImage, decode_image
 from imaging.errors import ImageTooLargeError, UnsupportedImageError
-from tests.imaging._png import lying_png, png_bytes
+from tests.support.png import lying_png, png_bytes
+from tests.support.shared import PHOTO_NAMES, photo
 
 LIMITS = {"max_bytes": 20_000_000, "max_pixels": 40_000_000}
 
@@ -241,13 +242,8 @@ def test_other_formats_are_unsupported(fmt: str) -> None:
         decode_image(data, **LIMITS)
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_real_photos_decode() -> None:
-    from pathlib import Path
-
-    photos = sorted(
-        (Path(__file__).resolve().parents[2].parent / "shared" / "images").glob("*.[jp][pn]g")
-    )
-    assert len(photos) >= 8, "the shared photos (../shared/images) are missing"
-    for p in photos:
-        d = decode_image(p.read_bytes(), **LIMITS)
+    for name in PHOTO_NAMES:
+        d = decode_image(photo(name).read_bytes(), **LIMITS)
         assert d.rgb.shape == (d.height, d.width, 3)

@@ -7,21 +7,25 @@ real photos and every supported format, then mutated (bit flips, truncation, spl
 from __future__ import annotations
 
 import io
-from pathlib import Path
+from functools import cache
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from imaging.decode import decode_image
 from imaging.errors import ImageError
+from tests.support.shared import photo as shared_photo
 
-IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
+pytestmark = pytest.mark.usefixtures("shared_data")
 
 
+@cache
 def _seeds() -> list[bytes]:
-    photo = Image.open(IMAGES / "horse.jpg").convert("RGB")
+    """Every supported format of a small real photo (read on first use, not at import)."""
+    photo = Image.open(shared_photo("horse.jpg")).convert("RGB")
     photo.thumbnail((96, 96))
     seeds = []
     for fmt, mode in [
@@ -38,12 +42,9 @@ def _seeds() -> list[bytes]:
     return seeds
 
 
-SEEDS = _seeds()
-
-
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from(SEEDS)))
+    data = bytearray(draw(st.sampled_from(_seeds())))
     for _ in range(draw(st.integers(0, 8))):
         pos = draw(st.integers(0, len(data) - 1))
         data[pos] = draw(st.integers(0, 255))

@@ -9,7 +9,6 @@ I = aF + (1 - a)B. Error: mean |F_est - F| over the soft pixels. The bar is pyma
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,17 +21,15 @@ from imaging.foreground import (
     soft_bbox,
     synthetic_matte,
 )
+from tests.support.shared import photo
 
-IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
 H, W = 360, 480
 BACKGROUNDS = ["red", "green", "blue", "textured"]
 SOLID = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
 
 def _photo(name: str) -> np.ndarray:
-    path = IMAGES / name
-    assert path.is_file(), f"the shared photos ({IMAGES}) are missing"
-    image = Image.open(path).convert("RGB").resize((W, H), Image.Resampling.LANCZOS)
+    image = Image.open(photo(name)).convert("RGB").resize((W, H), Image.Resampling.LANCZOS)
     return np.asarray(image)
 
 
@@ -53,6 +50,7 @@ def _pymatting_ml(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("background", BACKGROUNDS)
+@pytest.mark.usefixtures("shared_data")
 def test_error_at_most_pymatting_ml_and_half_of_raw(background: str) -> None:
     image, alpha, truth = _case(background)
     ours = edge_error(estimate_foreground(image, alpha), truth, alpha)
@@ -70,6 +68,7 @@ def test_matte_has_wide_soft_borders_and_strands() -> None:
     assert (alpha[soft] < 64).mean() > 0.2 and (alpha[soft] > 192).mean() > 0.1
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_opaque_pixels_exact_clear_pixels_unchanged_and_deterministic() -> None:
     image, alpha, _ = _case("textured")
     out = estimate_foreground(image, alpha)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ from imaging.pipeline import Limits, MaskOutcome, remove_background, remove_back
 from imaging.presets import builtin_presets, preset_fields
 from imaging.render import plan_output
 from models.u2net import U2NetPredictor
+from tests.support.shared import U2NETP, photo
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 W, H = 400, 300
 BOX = (100, 50, 300, 250)  # the subject of the known mask: 200x200 px
 
@@ -172,15 +171,14 @@ def test_async_gives_the_same_bytes() -> None:
     assert result.body == sync.body and result.output_size == sync.output_size
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_real_u2netp_through_the_pipeline() -> None:
-    predictor = U2NetPredictor.load(
-        "u2netp", path=SHARED / "models" / "u2netp.onnx", runtime="onnxruntime", threads=1
-    )
+    predictor = U2NetPredictor.load("u2netp", path=U2NETP, runtime="onnxruntime", threads=1)
 
     def masker(rgb: np.ndarray) -> MaskOutcome:
         return MaskOutcome(predictor.predict([rgb])[0], "u2netp")
 
-    data = (SHARED / "images" / "whisk.png").read_bytes()
+    data = photo("whisk.png").read_bytes()
     options = RenderOptions.parse({"crop": "true", "bg_color": "white", "format": "jpeg"})
     result = remove_background(data, options, masker)
     assert result.model == "u2netp" and result.media_type == "image/jpeg"

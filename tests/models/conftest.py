@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+from pathlib import Path
 
 import pytest
+
+from tests.support.shared import U2NETP
+from tests.support.u2net_parity import RembgMasks, require_real_u2net
 
 
 @pytest.fixture
@@ -16,3 +21,17 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="package")
+def rembg_masks(shared_data: None, tmp_path_factory: pytest.TempPathFactory) -> RembgMasks:
+    """rembg's own masks of the shared photos, on the real u2netp and the real u2net: each
+    computed once per model, photo and size for all the model tests (test_u2net,
+    test_u2net_int8 and test_u2net_selection compare with the same ones)."""
+
+    def u2netp_home() -> Path:
+        home = tmp_path_factory.mktemp("rembg-u2netp-home")
+        shutil.copy(U2NETP, home / "u2netp.onnx")
+        return home
+
+    return RembgMasks({"u2netp": u2netp_home, "u2net": require_real_u2net})

@@ -6,7 +6,6 @@ test file); this file holds BiRefNet_lite's and the network's other properties."
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +14,9 @@ import torch
 from models.birefnet import BiRefNet, BiRefNetConfig, image_patches
 from models.rmbg_weights import build_birefnet
 from tests.support.birefnet_weights import synthetic_state_dict
+from tests.support.shared import BIREFNET
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "birefnet"
 PRESETS = ("birefnet-lite",)
-
-needs_shared = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"shared BiRefNet vectors not found at {SHARED}"
-)
 
 
 class _Models(dict):
@@ -38,10 +33,10 @@ def synthetic_models() -> dict[str, BiRefNet]:
     return _Models()
 
 
-@needs_shared
+@pytest.mark.usefixtures("shared_data")
 @pytest.mark.parametrize("preset", PRESETS)
 def test_state_dict_matches_manifest(preset: str) -> None:
-    manifest = json.loads((SHARED / f"keys-{preset}.json").read_text())
+    manifest = json.loads((BIREFNET / f"keys-{preset}.json").read_text())
     with torch.device("meta"):
         model = BiRefNet(BiRefNetConfig.preset(preset))
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
@@ -49,10 +44,10 @@ def test_state_dict_matches_manifest(preset: str) -> None:
     assert list(ours) == list(manifest)  # same order too
 
 
-@needs_shared
+@pytest.mark.usefixtures("shared_data")
 @pytest.mark.parametrize("preset", PRESETS)
 def test_parity_with_reference_logits(preset: str, synthetic_models: dict[str, BiRefNet]) -> None:
-    vectors = np.load(SHARED / f"parity-{preset}-256.npz")
+    vectors = np.load(BIREFNET / f"parity-{preset}-256.npz")
     model = synthetic_models[preset]
     with torch.inference_mode():
         logits = model(torch.from_numpy(vectors["input"]))

@@ -3,8 +3,6 @@ tells the input size the service resizes to."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -17,8 +15,7 @@ from models.registry import (
     get_tier,
     load_predictor,
 )
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+from tests.support.shared import U2NETP
 
 
 def test_tiers_are_named_as_the_api_reports_them() -> None:
@@ -34,10 +31,11 @@ def test_a_tier_loads_only_from_its_own_config() -> None:
         load_predictor(U2NET, RMBGLoadConfig(source="/nowhere"))
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_u2net_through_the_registry() -> None:
     config = U2NetLoadConfig(
         model_name="u2netp",
-        path=str(SHARED / "models" / "u2netp.onnx"),
+        path=str(U2NETP),
         runtime="onnxruntime",
         threads=1,
         allow_download=False,

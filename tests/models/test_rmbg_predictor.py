@@ -12,8 +12,10 @@ from PIL import Image
 from models import errors
 from models.rmbg import RMBGPredictor
 from tests.support.birefnet_weights import write_synthetic_checkpoint
+from tests.support.shared import IMAGES
 
-IMAGES = Path(__file__).resolve().parents[2] / ".." / "shared" / "images"
+pytestmark = pytest.mark.usefixtures("shared_data")
+
 RESOLUTION = 256
 #: reduced precisions run emulated (slowly) on CPUs without them, such as CI's: their
 #: behaviour tests need no more than this
@@ -21,8 +23,6 @@ SMALL_RESOLUTION = 128
 
 
 def _photos(names: list[str]) -> list[np.ndarray]:
-    if not IMAGES.is_dir():
-        pytest.skip(f"shared photos not found at {IMAGES}")
     return [np.array(Image.open(IMAGES / name).convert("RGB")) for name in names]
 
 

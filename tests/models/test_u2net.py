@@ -25,13 +25,21 @@ from models.hardware import openvino_available
 from models.u2net import MAX_BATCH, U2NetInferenceError, U2NetPredictor, default_threads
 from models.u2net_transforms import postprocess, preprocess, resize_filters
 from models.u2net_tuning import cpu_has_native_bf16
-from models.u2net_weights import default_u2net_home, home_candidates, model_spec
+from models.u2net_weights import model_spec
 from tests.support.onnx_models import write_u2net_shaped_onnx
+from tests.support.shared import PHOTO_NAMES, U2NETP
+from tests.support.u2net_parity import (
+    FAR_FRACTION_MAX,
+    MAD_MAX,
+    REAL_CASE_IDS,
+    REAL_CASES,
+    REAL_U2NET_CHOICES,
+    RembgMasks,
+    load_rgb,
+    mask_diff,
+    require_real_u2net,
+)
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-IMAGES = SHARED / "images"
-U2NETP = SHARED / "models" / "u2netp.onnx"
-PHOTOS = sorted(p for p in IMAGES.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
 #: photos also checked upscaled to 3000 px wide (bike.jpg already is)
 UPSCALED = ["hockey.png", "horse.jpg"]
 RUNTIMES = [
@@ -41,79 +49,13 @@ RUNTIMES = [
         marks=pytest.mark.skipif(not openvino_available(), reason="openvino not installed"),
     ),
 ]
-MAD_MAX = 1.0
-FAR_FRACTION_MAX = 0.005
-#: (runtime, precision, resize) of u2netp the selection can pick, all checked by
-#: test_u2netp_matches_rembg (it runs both runtimes in f32 with both resizes)
-U2NETP_CHOICES = {
-    (runtime, "f32", resize)
-    for runtime in ("onnxruntime", "openvino")
-    for resize in ("fast", "exact")
-}
-#: (runtime, precision, resize) of the real u2net the selection can pick with
-#: resize="auto", all checked by test_real_u2net_matches_rembg
-REAL_U2NET_CHOICES = [
-    ("onnxruntime", "f32", "fast"),
-    ("openvino", "f32", "fast"),
-    ("openvino", "bf16", "exact"),
-]
 
 
-pytestmark = pytest.mark.usefixtures("no_network")
+pytestmark = pytest.mark.usefixtures("no_network", "shared_data")
 
 
-def load_rgb(name: str, width: int | None = None) -> np.ndarray:
-    img = Image.open(IMAGES / name).convert("RGB")
-    if width is not None:
-        img = img.resize((width, round(img.height * width / img.width)), Image.Resampling.LANCZOS)
-    return np.asarray(img)
-
-
-def mask_diff(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    """(mean absolute difference, fraction of pixels off by more than 32 levels)."""
-    assert ours.shape == ref.shape and ours.dtype == np.uint8
-    d = np.abs(ours.astype(np.int16) - ref.astype(np.int16))
-    return float(d.mean()), float((d > 32).mean())
-
-
-CASES = [(p.name, None) for p in PHOTOS] + [(n, 3000) for n in UPSCALED]
+CASES = [(name, None) for name in PHOTO_NAMES] + [(n, 3000) for n in UPSCALED]
 CASE_IDS = [f"{n}@{w or 'own'}" for n, w in CASES]
-#: the real u2net: every photo at own size and at 3000 px
-REAL_CASES = [(p.name, None) for p in PHOTOS] + [
-    (p.name, 3000) for p in PHOTOS if p.name != "bike.jpg"
-]
-REAL_CASE_IDS = [f"{n}@{w or 'own'}" for n, w in REAL_CASES]
-
-
-class RembgReference:
-    """rembg's masks for one model, computed once per photo and size."""
-
-    def __init__(self, name: str, home: Path) -> None:
-        self._name, self._home = name, home
-        self._cache: dict[tuple[str, int | None], np.ndarray] = {}
-        self._session: object | None = None
-
-    def __call__(self, image: str, width: int | None) -> tuple[np.ndarray, np.ndarray]:
-        rgb = load_rgb(image, width)
-        if (image, width) not in self._cache:
-            self._cache[(image, width)] = self.mask(rgb)
-        return rgb, self._cache[(image, width)]
-
-    def mask(self, rgb: np.ndarray) -> np.ndarray:
-        """rembg's mask of any RGB array (not cached)."""
-        from rembg import new_session, remove
-
-        if self._session is None:
-            old = os.environ.get("U2NET_HOME")
-            os.environ["U2NET_HOME"] = str(self._home)  # rembg finds its file here
-            try:
-                self._session = new_session(self._name)
-            finally:
-                if old is None:
-                    del os.environ["U2NET_HOME"]
-                else:
-                    os.environ["U2NET_HOME"] = old
-        return np.asarray(remove(rgb, session=self._session, only_mask=True))
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +63,6 @@ def u2netp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("u2net-home")
     shutil.copy(U2NETP, home / "u2netp.onnx")
     return home
-
-
-@pytest.fixture(scope="module")
-def rembg_u2netp(u2netp_home: Path) -> RembgReference:
-    return RembgReference("u2netp", u2netp_home)
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +88,13 @@ def predictors(u2netp_home: Path) -> Iterator[Callable[[str, str], U2NetPredicto
 @pytest.mark.parametrize(("image", "width"), CASES, ids=CASE_IDS)
 def test_u2netp_matches_rembg(
     predictors: Callable[[str, str], U2NetPredictor],
-    rembg_u2netp: RembgReference,
+    rembg_masks: RembgMasks,
     runtime: str,
     resize: str,
     image: str,
     width: int | None,
 ) -> None:
-    rgb, ref = rembg_u2netp(image, width)
+    rgb, ref = rembg_masks("u2netp", image, width)
     (ours,) = predictors(runtime, resize).predict([rgb])
     assert ours.shape == rgb.shape[:2]
     mad, far = mask_diff(ours, ref)
@@ -361,26 +298,6 @@ def test_bad_options() -> None:
 # --- the real u2net (175 MB): fetched beforehand by CI into $U2NET_HOME ------------------
 
 
-def real_u2net_home() -> Path | None:
-    home = default_u2net_home()
-    found = [p for p in home_candidates(model_spec("u2net"), home) if p.is_file()]
-    return home if found else None
-
-
-def require_real_u2net() -> Path:
-    """The home holding u2net.onnx; a failure (not a skip) when CI said it must be there."""
-    home = real_u2net_home()
-    if home is None:
-        where = default_u2net_home() / "u2net.onnx"
-        if os.environ.get("BG_REMOVAL_REQUIRE_U2NET") == "1":
-            pytest.fail(
-                f"BG_REMOVAL_REQUIRE_U2NET=1 but {where} is missing: run "
-                "`python scripts/fetch_models.py` (or ../shared/scripts/fetch-u2net) first"
-            )
-        pytest.skip(f"{where} not present (fetch it with scripts/fetch_models.py)")
-    return home
-
-
 def skip_unless_native_bf16(precision: str) -> None:
     """A bf16 check on a CPU without bf16 would test f32 under a bf16 name: skip, saying why."""
     if precision == "bf16" and not cpu_has_native_bf16():
@@ -411,12 +328,6 @@ def real_u2net() -> Iterator[Callable[[str, str, str], U2NetPredictor]]:
     yield get
 
 
-@pytest.fixture(scope="module")
-def rembg_u2net() -> RembgReference | None:
-    home = real_u2net_home()
-    return None if home is None else RembgReference("u2net", home)
-
-
 @pytest.mark.parametrize(
     ("runtime", "precision", "resize"),
     [
@@ -433,7 +344,7 @@ def rembg_u2net() -> RembgReference | None:
 @pytest.mark.parametrize(("image", "width"), REAL_CASES, ids=REAL_CASE_IDS)
 def test_real_u2net_matches_rembg(
     real_u2net: Callable[[str, str, str], U2NetPredictor],
-    rembg_u2net: RembgReference | None,
+    rembg_masks: RembgMasks,
     runtime: str,
     precision: str,
     resize: str,
@@ -442,9 +353,8 @@ def test_real_u2net_matches_rembg(
 ) -> None:
     require_real_u2net()
     skip_unless_native_bf16(precision)
-    assert rembg_u2net is not None
     predictor = real_u2net(runtime, precision, resize)
-    rgb, ref = rembg_u2net(image, width)
+    rgb, ref = rembg_masks("u2net", image, width)
     (ours,) = predictor.predict([rgb])
     mad, far = mask_diff(ours, ref)
     assert mad <= MAD_MAX and far <= FAR_FRACTION_MAX, (mad, far)

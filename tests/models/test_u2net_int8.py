@@ -1,14 +1,18 @@
-"""INT8 u2net: made by `bgremove quantize` on the real u2net with the shared photos, then
-checked against rembg's own masks, offered to the runtime choice, and refused when the
-file, the CPU or the weights are not the ones it was checked with.
+"""INT8 u2net: made by the tier itself (the background build a replica runs: a child
+process, the check photos the package ships) on the real u2net, then checked against rembg's
+own masks, offered to the runtime choice, switched to between calls, reused by later starts,
+`bgremove quantize` and other replicas, and refused when the file, the CPU or the weights are
+not the ones it was checked with.
 
-Quantizing takes about 1.5 minutes on 2 cores (once for the module)."""
+Quantizing takes about a minute on 2 cores (once for the module)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,23 +24,30 @@ from bgremove.cli import main as bgremove
 from models.errors import Int8UnavailableError
 from models.hardware import openvino_available, usable_cpus
 from models.u2net import U2NetPredictor
-from models.u2net_int8 import RECIPES, GuardedInt8, int8_files, soft_share, usable_int8
-from models.u2net_tuning import plan_candidates
+from models.u2net_int8 import (
+    RECIPES,
+    GuardedInt8,
+    int8_files,
+    int8_status,
+    soft_share,
+    usable_int8,
+)
+from models.u2net_int8_build import PHOTOS, BuildBudget, Int8Builder, build_lock, shipped_photos
+from models.u2net_tuning import cpu_has_native_bf16, plan_candidates
 from models.u2net_weights import resolve_u2net_weights
-from tests.models.test_u2net import (
+from tests.support.shared import IMAGES, U2NETP
+from tests.support.u2net_parity import (
     FAR_FRACTION_MAX,
-    IMAGES,
     MAD_MAX,
     REAL_CASE_IDS,
     REAL_CASES,
-    U2NETP,
-    RembgReference,
+    RembgMasks,
     mask_diff,
     require_real_u2net,
 )
 
 pytestmark = [
-    pytest.mark.usefixtures("no_network"),
+    pytest.mark.usefixtures("no_network", "shared_data"),
     pytest.mark.skipif(not openvino_available(), reason="openvino not installed"),
 ]
 
@@ -49,23 +60,26 @@ def _home_with_u2net(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def quantized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    """A home where `bgremove quantize` ran on the shared photos, and its exit status."""
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Int8Builder]:
+    """A home where a replica's background build ran (in its child process, with the shipped
+    photos), and the builder: the INT8 model every test here uses."""
     home = _home_with_u2net(tmp_path_factory.mktemp("int8") / "home")
-    return home, bgremove(["quantize", "--images", str(IMAGES), "--home", str(home)])
+    weights = resolve_u2net_weights("u2net", home=home, allow_download=False)
+    builder = Int8Builder(weights, BuildBudget(threads=usable_cpus(), nice=0))
+    builder.run()
+    return home, builder
 
 
 @pytest.fixture(scope="module")
-def int8_home(quantized: tuple[Path, int]) -> Iterator[Path]:
+def int8_home(built: tuple[Path, Int8Builder]) -> Iterator[Path]:
     """The home with the INT8 model. Where the recipe is out of tolerance on this CPU's
-    INT8 kernels (found within on an AVX2 EPYC), quantize refuses it, as it must (checked
-    by test_quantize_writes_only_what_is_within_tolerance), and there is no INT8 model to
-    test: the tests that need one say so as skips, like bf16 on a CPU without it."""
-    home, status = quantized
-    if status != 0:
-        report = json.loads((home / "u2net.int8.json").read_text())
-        worst = max(p["mean_diff"] for p in report["photos"])
-        pytest.skip(f"INT8 u2net out of tolerance on this CPU (worst mean |diff| {worst})")
+    INT8 kernels (found within on AVX2 EPYCs and AVX-512 Xeons), the build refuses it, as it
+    must (checked by test_the_build_keeps_only_what_is_within_tolerance), and there is no
+    INT8 model to test: the tests that need one say so as skips, like bf16 on a CPU
+    without it."""
+    home, builder = built
+    if builder.state != "ready":
+        pytest.skip(f"no INT8 u2net on this CPU: {builder.state} ({builder.reason})")
     yield home
 
 
@@ -76,32 +90,29 @@ def int8_predictor(int8_home: Path) -> U2NetPredictor:
     )
 
 
-@pytest.fixture(scope="module")
-def rembg_u2net() -> RembgReference:
-    return RembgReference("u2net", require_real_u2net())
-
-
-def test_quantize_writes_only_what_is_within_tolerance(quantized: tuple[Path, int]) -> None:
-    home, status = quantized
+def test_the_build_keeps_only_what_is_within_tolerance(built: tuple[Path, Int8Builder]) -> None:
+    home, builder = built
+    assert builder.builds == 1 and builder.state in ("ready", "refused"), builder.as_dict()
     weights = resolve_u2net_weights("u2net", home=home, allow_download=False)
     xml, report_path = int8_files(weights)
     report = json.loads(report_path.read_text())
-    assert len(report["photos"]) == 8
+    assert [p["name"] for p in report["photos"]] == [name for name, _ in shipped_photos()]
     within = all(p["mean_diff"] <= 1.0 and p["off_percent"] <= 0.5 for p in report["photos"])
     assert report["within_tolerance"] is within
-    assert (status == 0) is within
+    assert (builder.state == "ready") is within
     assert xml.is_file() is within and xml.with_suffix(".bin").is_file() is within
     path, why = usable_int8(weights)
     assert (path is not None) is within, why
 
 
-def test_quantize_writes_the_model_and_a_report_beside_the_weights(int8_home: Path) -> None:
+def test_the_build_writes_the_model_and_a_report_beside_the_weights(int8_home: Path) -> None:
     weights = resolve_u2net_weights("u2net", home=int8_home, allow_download=False)
     xml, report_path = int8_files(weights)
     assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    assert xml.name.startswith("u2net.int8-")  # one per CPU flag set on a shared volume
     report = json.loads(report_path.read_text())
     assert report["within_tolerance"] is True
-    assert len(report["photos"]) == len([p for p in IMAGES.iterdir() if p.suffix != ".md"])
+    assert len(report["photos"]) == len(list(PHOTOS.glob("*.jpg"))) == 8
     assert report["recipe"]["float_ops"] and report["versions"]["nncf"]
     assert usable_int8(weights) == (xml, "")
 
@@ -109,20 +120,20 @@ def test_quantize_writes_the_model_and_a_report_beside_the_weights(int8_home: Pa
 @pytest.mark.parametrize(("image", "width"), REAL_CASES, ids=REAL_CASE_IDS)
 def test_int8_masks_are_within_rembgs_tolerance(
     int8_predictor: U2NetPredictor,
-    rembg_u2net: RembgReference,
+    rembg_masks: RembgMasks,
     image: str,
     width: int | None,
 ) -> None:
     assert int8_predictor.info.precision == "int8"
     assert int8_predictor.info.resize == "fast"
-    rgb, reference = rembg_u2net(image, width)
+    rgb, reference = rembg_masks("u2net", image, width)
     (ours,) = int8_predictor.predict([rgb])
     mad, far = mask_diff(ours, reference)
     assert mad <= MAD_MAX and far <= FAR_FRACTION_MAX, (mad, far)
 
 
 def test_a_soft_mask_is_made_again_in_f32(
-    int8_predictor: U2NetPredictor, rembg_u2net: RembgReference
+    int8_predictor: U2NetPredictor, rembg_masks: RembgMasks
 ) -> None:
     """A blurred photo leaves U2-Net unsure (10.6% of the mask soft, against 3.5% sharp):
     INT8 alone is then far out of tolerance (mean |diff| 3.9, 3.6% off by > 32 on the
@@ -137,7 +148,7 @@ def test_a_soft_mask_is_made_again_in_f32(
     after = int8_predictor.int8_guard
     assert after["redone_f32"] == guard["redone_f32"] + 1
     assert after["images"] == guard["images"] + 2
-    mad, far = mask_diff(mask, rembg_u2net.mask(blurred))
+    mad, far = mask_diff(mask, rembg_masks.mask("u2net", blurred))
     assert mad <= MAD_MAX and far <= FAR_FRACTION_MAX, (mad, far)
 
 
@@ -172,11 +183,16 @@ def test_auto_times_int8_against_the_other_runtimes(int8_home: Path) -> None:
     assert predictor.info.label == fastest
 
 
+def _copy_int8_files(int8_home: Path, home: Path) -> None:
+    """The INT8 model and report (``u2net.int8-<cpu>.xml/.bin/.json``) into ``home``."""
+    for path in int8_home.iterdir():
+        if ".int8-" in path.name and path.suffix != ".lock":
+            shutil.copy(path, home / path.name)
+
+
 def _copy_home(int8_home: Path, to: Path) -> Path:
     home = _home_with_u2net(to)
-    for path in int8_home.iterdir():
-        if ".int8." in path.name:
-            shutil.copy(path, home / path.name)
+    _copy_int8_files(int8_home, home)
     return home
 
 
@@ -211,8 +227,135 @@ def test_without_an_int8_model_auto_says_how_to_make_one(tmp_path: Path) -> None
     weights = resolve_u2net_weights("u2net", home=home, allow_download=False)
     path, why = usable_int8(weights)
     assert path is None and "bgremove quantize" in why
-    with pytest.raises(Int8UnavailableError, match="bgremove quantize"):
+    assert int8_status(weights).state == "missing"
+
+
+def test_a_later_start_loads_the_built_model_and_builds_nothing(int8_home: Path) -> None:
+    weights = resolve_u2net_weights("u2net", home=int8_home, allow_download=False)
+    builder = Int8Builder(weights, BuildBudget())
+    assert builder.run() == "ready" and builder.builds == 0
+    # the operator's ahead-of-time step keeps it too (an init container runs it every start)
+    assert bgremove(["quantize", "--home", str(int8_home)]) == 0
+    assert int8_status(weights).state == "usable"
+
+
+def test_a_replica_waits_for_the_one_building_instead_of_building_again(
+    int8_home: Path, tmp_path: Path
+) -> None:
+    home = _home_with_u2net(tmp_path / "home")
+    weights = resolve_u2net_weights("u2net", home=home, allow_download=False)
+    builder = Int8Builder(weights, BuildBudget(timeout_s=120))
+    with build_lock(weights):  # another replica (or pod on the volume) is building
+        builder.start()
+        deadline = time.monotonic() + 30
+        while builder.state != "waiting" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert builder.state == "waiting", builder.as_dict()
+        _copy_int8_files(int8_home, home)  # ... and writes its model
+    builder.join(120)
+    assert builder.state == "ready" and builder.builds == 0, builder.as_dict()
+
+
+def test_a_refusal_is_kept_and_pinned_int8_fails_saying_why(
+    int8_home: Path, tmp_path: Path
+) -> None:
+    home = _copy_home(int8_home, tmp_path / "home")
+    weights = resolve_u2net_weights("u2net", home=home, allow_download=False)
+    report_path = int8_files(weights)[1]
+    report = json.loads(report_path.read_text())
+    report["within_tolerance"] = False
+    report["photos"][0].update(mean_diff=3.5, within=False)
+    report_path.write_text(json.dumps(report))
+    status = int8_status(weights)
+    assert status.state == "refused" and "1 of 8 check photos" in status.reason
+    builder = Int8Builder(weights, BuildBudget())
+    assert builder.run() == "refused" and builder.builds == 0  # not built again
+    assert bgremove(["quantize", "--home", str(home)]) == 2
+    with pytest.raises(Int8UnavailableError, match="out of rembg's tolerance"):
         U2NetPredictor.load("u2net", home=home, precision="int8", allow_download=False)
+    # other tool versions may do better: then it is stale, and built again
+    report["versions"] = {"nncf": "0.0", "openvino": "0.0"}
+    report_path.write_text(json.dumps(report))
+    assert int8_status(weights).state == "stale"
+
+
+def test_auto_on_a_cpu_without_bf16_switches_to_int8_between_calls(
+    int8_home: Path,
+    tmp_path: Path,
+    rembg_masks: RembgMasks,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica with the service's load config, on a CPU without native bf16 (OpenVINO's
+    answer replaced: the build, the checks, the timing and the switch are real): it serves
+    f32 at once, finds the model another replica is making, and moves to INT8 while two
+    clients keep calling it; no call fails or gets another mask than rembg's (tolerance)."""
+    monkeypatch.setattr("models.u2net.cpu_has_native_bf16", lambda: False)
+    home = _home_with_u2net(tmp_path / "home")
+    weights = resolve_u2net_weights("u2net", home=home, allow_download=False)
+    rgb, reference = rembg_masks("u2net", "bike.jpg", None)
+    lock = build_lock(weights)
+    lock.acquire()  # another replica is making it: this one waits, serving f32
+    try:
+        predictor = U2NetPredictor.load(
+            "u2net", home=home, allow_download=False, int8_build=BuildBudget(timeout_s=120)
+        )
+    except BaseException:
+        lock.release()
+        raise
+    assert predictor.info.precision == "f32"
+    assert predictor.int8_build is not None
+    errors: list[BaseException] = []
+    diffs: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                (mask,) = predictor.predict([rgb])
+                diffs.append(mask_diff(mask, reference))
+            except BaseException as exc:  # a failed call is what this test looks for
+                errors.append(exc)
+                return
+
+    clients = [threading.Thread(target=client) for _ in range(2)]
+    for thread in clients:
+        thread.start()
+    try:
+        _copy_int8_files(int8_home, home)
+    finally:
+        lock.release()
+    predictor.int8_build.join(120)
+    calls_before = len(diffs)
+    while len(diffs) < calls_before + 4 and not errors:  # some calls after the switch
+        time.sleep(0.05)
+    stop.set()
+    for thread in clients:
+        thread.join()
+    assert not errors, errors
+    assert all(mad <= MAD_MAX and far <= FAR_FRACTION_MAX for mad, far in diffs), diffs
+    state = predictor.int8_state()
+    assert state["state"] == "ready", state
+    int8_label = next(k for k in predictor.info.timings_ms if k.startswith("openvino/int8"))
+    if predictor.info.precision == "int8":
+        assert state["guard"] is not None and state["guard"]["images"] > 0
+    else:  # timed slower than f32 here: kept f32, and says so
+        assert "not faster" in state["reason"], (state, predictor.info.timings_ms, int8_label)
+
+
+def test_no_build_where_bf16_serves_or_precision_is_pinned(tmp_path: Path) -> None:
+    """f32 is strict rembg precision: nothing is built; `auto` builds only where the CPU
+    lacks native bf16 (on one with it, bf16 is the fast candidate: nothing changes)."""
+    home = _home_with_u2net(tmp_path / "home")
+    pinned = U2NetPredictor.load(
+        "u2net", home=home, allow_download=False, precision="f32", int8_build=BuildBudget()
+    )
+    assert pinned.int8_build is None and "pinned" in pinned.int8_state()["reason"]
+    if cpu_has_native_bf16():
+        auto = U2NetPredictor.load(
+            "u2net", home=home, allow_download=False, int8_build=BuildBudget()
+        )
+        assert auto.int8_build is None and "bf16" in auto.int8_state()["reason"]
+    assert not any(".int8" in p.name for p in home.iterdir())
 
 
 def test_u2netp_has_no_recipe_and_quantize_refuses_it(tmp_path: Path) -> None:
@@ -231,7 +374,7 @@ def test_u2netp_has_no_recipe_and_quantize_refuses_it(tmp_path: Path) -> None:
             del os.environ["BG_REMOVAL_U2NET_MODEL"]
         else:
             os.environ["BG_REMOVAL_U2NET_MODEL"] = old
-    assert not any(".int8." in p.name for p in home.iterdir())
+    assert not any(".int8-" in p.name for p in home.iterdir())
 
 
 def test_plan_offers_int8_only_when_usable() -> None:

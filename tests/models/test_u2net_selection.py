@@ -38,21 +38,21 @@ from models.u2net_tuning import (
     time_runs,
 )
 from models.u2net_weights import model_spec
-from tests.models.test_u2net import (
+from tests.support.onnx_models import write_u2net_shaped_onnx
+from tests.support.shared import U2NETP
+from tests.support.u2net_parity import (
     FAR_FRACTION_MAX,
     MAD_MAX,
     REAL_U2NET_CHOICES,
-    U2NETP,
     U2NETP_CHOICES,
-    RembgReference,
+    RembgMasks,
     load_rgb,
     mask_diff,
     real_u2net_home,
     require_real_u2net,
 )
-from tests.support.onnx_models import write_u2net_shaped_onnx
 
-pytestmark = pytest.mark.usefixtures("no_network")
+pytestmark = pytest.mark.usefixtures("no_network", "shared_data")
 
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
 
@@ -222,10 +222,11 @@ def test_auto_u2netp_is_measured_and_fastest(auto_u2netp: U2NetPredictor) -> Non
     assert d["excluded"] == info.excluded
 
 
-def test_auto_u2netp_masks_match_rembg(auto_u2netp: U2NetPredictor, u2netp_home: Path) -> None:
+def test_auto_u2netp_masks_match_rembg(
+    auto_u2netp: U2NetPredictor, rembg_masks: RembgMasks
+) -> None:
     """Whatever was picked serves rembg's masks (each choice is checked fully in test_u2net)."""
-    rgb = load_rgb("horse.jpg")
-    _, ref = RembgReference("u2netp", u2netp_home)("horse.jpg", None)
+    rgb, ref = rembg_masks("u2netp", "horse.jpg")
     (ours,) = auto_u2netp.predict([rgb])
     mad, far = mask_diff(ours, ref)
     assert mad <= MAD_MAX and far <= FAR_FRACTION_MAX, (mad, far)

@@ -27,9 +27,9 @@ from models.errors import (
 )
 from models.u2net_weights import U2NET_MODELS, U2NetModelSpec, resolve_u2net_weights
 from tests.support.onnx_models import write_u2net_shaped_onnx
+from tests.support.shared import U2NETP
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-U2NETP = SHARED / "models" / "u2netp.onnx"
+pytestmark = pytest.mark.usefixtures("shared_data")
 
 
 @pytest.fixture(autouse=True)

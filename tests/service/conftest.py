@@ -23,10 +23,7 @@ from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 from deployments.settings import ServiceSettings
 from tests.support.birefnet_weights import write_synthetic_checkpoint
 from tests.support.http import health, wait_for
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-IMAGES = SHARED / "images"
-U2NETP = SHARED / "models" / "u2netp.onnx"
+from tests.support.shared import U2NETP
 
 
 def _free_port() -> int:
@@ -36,8 +33,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Synthetic birefnet-lite checkpoint and a U2NET_HOME holding the real u2netp."""
+def model_files(shared_data: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Synthetic birefnet-lite checkpoint and a U2NET_HOME holding the real u2netp (every
+    app's, so every test on an app requests `shared_data` through this)."""
     root = tmp_path_factory.mktemp("models")
     rmbg = write_synthetic_checkpoint(root / "rmbg", "birefnet-lite")
     home = root / "u2net-home"
@@ -125,6 +123,12 @@ class ServeDeployer:
 
     def url(self, name: str) -> str:
         return f"{self._cluster['serve']}/{name}"
+
+    def app_name(self, url: str) -> str:
+        """The name of the app deployed at `url` (its route prefix)."""
+        prefix = f"{self._cluster['serve']}/"
+        assert url.startswith(prefix), url
+        return url.removeprefix(prefix)
 
     def deploy(
         self,
@@ -215,6 +219,15 @@ def deploy(deployer: ServeDeployer) -> Callable[..., str]:
     return deployer.deploy
 
 
+@pytest.fixture(scope="package")
+def base_app(deploy: Callable[..., str], deployer: ServeDeployer) -> Iterator[str]:
+    """The app on `base_args` alone (RMBG-2.0 on synthetic birefnet-lite first, the real
+    u2netp behind it), deployed once for test_api.py (which reads it as deployed) and
+    test_fallback.py's in-place rollouts (which put it back as deployed after them)."""
+    yield deploy("main")
+    deployer.delete("main")
+
+
 @pytest.fixture(scope="session")
 def u2netp_settings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The u2netp app's .env file, as the migration guide writes one."""
@@ -226,7 +239,8 @@ def u2netp_settings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def u2netp_app(deploy: Callable[..., str], u2netp_settings_file: Path) -> str:
     """A U2-Net-only app on the real u2netp, shared by the modules that only need a mask
-    (one deployment for all of them, kept for the session).
+    and by test_fallback.py's check of what `model=u2net` deploys (one deployment for all
+    of them, kept for the session).
 
     Its model comes from a .env file named by `BG_REMOVAL_ENV_FILE` in the app's runtime_env,
     not from its args: every test on this app runs on settings read from a .env file by

@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,14 +13,13 @@ import pytest
 from PIL import Image
 
 from tests.support.http import health, post_image
-
-IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
+from tests.support.shared import IMAGES
 
 
 @pytest.fixture(scope="module")
-def app(deploy, deployer) -> Iterator[str]:
-    yield deploy("main")
-    deployer.delete("main")
+def app(base_app: str) -> str:
+    """The app on the base settings (the conftest's `base_app`, shared with test_fallback)."""
+    return base_app
 
 
 def _jpeg(size: tuple[int, int] = (320, 240), exif_orientation: int | None = None) -> bytes:
@@ -247,7 +244,7 @@ def test_unknown_route_is_json_404(app: str) -> None:
     _assert_error(httpx.get(f"{app}/api/v1/nope"), 404)
 
 
-def test_concurrent_requests_are_batched(app: str, deploy) -> None:
+def test_concurrent_requests_are_batched(app: str, deployer) -> None:
     from ray import serve
 
     data = _jpeg((256, 256))
@@ -255,6 +252,6 @@ def test_concurrent_requests_are_batched(app: str, deploy) -> None:
         responses = list(pool.map(lambda _: post_image(app, data), range(12)))
     assert all(r.status_code == 200 for r in responses)
     assert {r.headers["x-model-used"] for r in responses} == {"rmbg-2.0"}
-    status = serve.get_deployment_handle("RMBG2", "main").status.remote().result()
+    status = serve.get_deployment_handle("RMBG2", deployer.app_name(app)).status.remote().result()
     batch_sizes = [int(size) for size in status["batches"]]
     assert max(batch_sizes) > 1, status["batches"]

@@ -16,13 +16,12 @@ from PIL import Image
 
 from bgremove.cli import main
 from imaging.compose import subject_bbox
+from tests.support.shared import IMAGES
 from tests.support.stub_server import Reply, Request, error_reply, stub_server
-
-IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
 
 
 @pytest.fixture
-def photos(tmp_path: Path) -> Path:
+def photos(shared_data: None, tmp_path: Path) -> Path:
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("whisk.png", "horse.jpg"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from pathlib import Path
+from functools import cache
 
 import numpy as np
 import pytest
@@ -16,19 +16,17 @@ from deployments.settings import ServiceSettings
 from tests.support.http import health, post_image, wait_for
 from tests.support.onnx_models import write_u2net_shaped_onnx
 from tests.support.replicas import kill_replica, replica_actor_names
+from tests.support.shared import IMAGES
 
-IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
 
-
+@cache
 def _photo() -> bytes:
+    """horse.jpg, at most 320 px, as JPEG (made on first use, not at import)."""
     image = Image.open(IMAGES / "horse.jpg").convert("RGB")
     image.thumbnail((320, 320))
     out = io.BytesIO()
     image.save(out, "JPEG")
     return out.getvalue()
-
-
-PHOTO = _photo()
 
 
 def _assert_fallback(response, reason_prefix: str) -> None:
@@ -61,75 +59,82 @@ class TestInPlaceRollouts:
     rollouts on one app; none of them may restart a replica."""
 
     @pytest.fixture(scope="class")
-    def url(self, deploy, deployer) -> Iterator[str]:
-        yield deploy("faults")
-        deployer.delete("faults")
+    def url(self, base_app: str, deploy, deployer) -> Iterator[str]:
+        """The conftest's `base_app` (test_api.py's too), put back as deployed and healthy
+        afterwards, whatever a failed test left."""
+        yield base_app
+        deploy(deployer.app_name(base_app))
+        wait_for(lambda: health(base_app).json()["status"] == "healthy", timeout_s=120)
 
     @pytest.fixture(scope="class")
-    def pids(self, url: str) -> dict[str, int]:
-        handle = serve.get_deployment_handle("RMBG2", "faults")
+    def app(self, url: str, deployer) -> str:
+        return deployer.app_name(url)
+
+    @pytest.fixture(scope="class")
+    def pids(self, app: str) -> dict[str, int]:
+        handle = serve.get_deployment_handle("RMBG2", app)
         return {"RMBG2": handle.status.remote().result()["pid"]}
 
-    def test_exception_falls_back(self, deploy, url: str, pids: dict[str, int]) -> None:
-        deploy("faults", deployments=_rmbg_batching(chaos_error_rate=1.0))
-        _assert_fallback(post_image(url, PHOTO), "error:injected_fault")
+    def test_exception_falls_back(self, app: str, deploy, url: str, pids: dict[str, int]) -> None:
+        deploy(app, deployments=_rmbg_batching(chaos_error_rate=1.0))
+        _assert_fallback(post_image(url, _photo()), "error:injected_fault")
 
-    def test_exception_without_fallback_is_503(self, deploy, url: str) -> None:
+    def test_exception_without_fallback_is_503(self, app: str, deploy, url: str) -> None:
         deploy(
-            "faults",
+            app,
             deployments={**_rmbg_batching(chaos_error_rate=1.0), **_routing(fallback=False)},
         )
-        _assert_503_naming(post_image(url, PHOTO), "error:injected_fault")
+        _assert_503_naming(post_image(url, _photo()), "error:injected_fault")
 
-    def test_timeout_falls_back(self, deploy, url: str) -> None:
-        deploy("faults", deployments=_routing(rmbg_timeout_s=0.001))
-        _assert_fallback(post_image(url, PHOTO), "timeout")
+    def test_timeout_falls_back(self, app: str, deploy, url: str) -> None:
+        deploy(app, deployments=_routing(rmbg_timeout_s=0.001))
+        _assert_fallback(post_image(url, _photo()), "timeout")
 
-    def test_timeout_without_fallback_is_503(self, deploy, url: str) -> None:
-        deploy("faults", deployments=_routing(rmbg_timeout_s=0.001, fallback=False))
-        _assert_503_naming(post_image(url, PHOTO), "timeout")
+    def test_timeout_without_fallback_is_503(self, app: str, deploy, url: str) -> None:
+        deploy(app, deployments=_routing(rmbg_timeout_s=0.001, fallback=False))
+        _assert_503_naming(post_image(url, _photo()), "timeout")
 
-    def test_last_model_timeout_is_504(self, deploy, url: str) -> None:
-        deploy("faults", deployments=_routing(rmbg_timeout_s=0.001, u2net_timeout_s=0.001))
-        response = post_image(url, PHOTO)
+    def test_last_model_timeout_is_504(self, app: str, deploy, url: str) -> None:
+        deploy(app, deployments=_routing(rmbg_timeout_s=0.001, u2net_timeout_s=0.001))
+        response = post_image(url, _photo())
         assert response.status_code == 504, response.text
         error = response.json()["error"]
         assert error["code"] == "timeout"
         assert "RMBG-2.0: timeout" in error["message"]
 
-    def test_back_to_normal(self, deploy, url: str) -> None:
-        deploy("faults")
-        response = post_image(url, PHOTO)
+    def test_back_to_normal(self, app: str, deploy, url: str) -> None:
+        deploy(app)
+        response = post_image(url, _photo())
         assert response.status_code == 200
         assert response.headers["x-model-used"] == "rmbg-2.0"
 
     def test_batch_size_rollout_applies_in_place(
-        self, deploy, url: str, pids: dict[str, int]
+        self, app: str, deploy, url: str, pids: dict[str, int]
     ) -> None:
-        handle = serve.get_deployment_handle("RMBG2", "faults")
+        handle = serve.get_deployment_handle("RMBG2", app)
         default = ServiceSettings.model_fields["rmbg_max_batch_size"].default
         assert handle.status.remote().result()["max_batch_size"] == default
-        deploy("faults", deployments=_rmbg_batching(max_batch_size=3, batch_wait_timeout_s=0.2))
+        deploy(app, deployments=_rmbg_batching(max_batch_size=3, batch_wait_timeout_s=0.2))
         after = handle.status.remote().result()
         assert after["max_batch_size"] == 3
         assert after["batch_wait_timeout_s"] == pytest.approx(0.2)
         assert after["pid"] == pids["RMBG2"], "user_config rollouts must not restart replicas"
 
-    def test_replica_killed_falls_back_then_recovers(self, deploy, url: str) -> None:
-        deploy("faults")
-        _kill_replicas_and_wait("faults", url)
-        _assert_fallback(post_image(url, PHOTO), "no_live_replica")
+    def test_replica_killed_falls_back_then_recovers(self, app: str, deploy, url: str) -> None:
+        deploy(app)
+        _kill_replicas_and_wait(app, url)
+        _assert_fallback(post_image(url, _photo()), "no_live_replica")
         # Serve replaces the killed replica; RMBG-2.0 serves again.
         wait_for(lambda: health(url).json()["status"] == "healthy", timeout_s=120)
-        assert post_image(url, PHOTO).headers["x-model-used"] == "rmbg-2.0"
+        assert post_image(url, _photo()).headers["x-model-used"] == "rmbg-2.0"
 
-    def test_replica_killed_without_fallback_is_503(self, deploy, url: str) -> None:
-        deploy("faults", deployments=_routing(fallback=False))
+    def test_replica_killed_without_fallback_is_503(self, app: str, deploy, url: str) -> None:
+        deploy(app, deployments=_routing(fallback=False))
         wait_for(lambda: health(url).json()["replicas"]["rmbg-2.0"] == 1, timeout_s=120)
-        _kill_replicas_and_wait("faults", url)
-        _assert_503_naming(post_image(url, PHOTO), "no_live_replica")
+        _kill_replicas_and_wait(app, url)
+        _assert_503_naming(post_image(url, _photo()), "no_live_replica")
         wait_for(lambda: health(url).json()["status"] == "healthy", timeout_s=120)
-        deploy("faults")
+        deploy(app)
 
 
 def _kill_replicas_and_wait(app: str, url: str) -> None:
@@ -156,11 +161,11 @@ class TestLoadFailure:
         assert "no-such-checkpoint" in status["error"]["message"]
 
     def test_request_falls_back(self, url: str) -> None:
-        _assert_fallback(post_image(url, PHOTO), "load_failed:weights_not_found")
+        _assert_fallback(post_image(url, _photo()), "load_failed:weights_not_found")
 
     def test_without_fallback_is_503_and_unhealthy(self, deploy, url: str) -> None:
         deploy("broken", rmbg_path=self.MISSING, deployments=_routing(fallback=False))
-        _assert_503_naming(post_image(url, PHOTO), "load_failed:weights_not_found")
+        _assert_503_naming(post_image(url, _photo()), "load_failed:weights_not_found")
         response = health(url)
         assert response.status_code == 503
         assert response.json()["status"] == "unhealthy"
@@ -171,9 +176,11 @@ def _degraded(url: str) -> dict | None:
     return body if body["status"] == "degraded" else None
 
 
-def test_u2net_mode_deploys_no_rmbg_and_claims_no_gpu(deploy, deployer) -> None:
-    url = deploy("u2net-only", model="u2net")
-    deployments = serve.status().applications["u2net-only"].deployments
+def test_u2net_mode_deploys_no_rmbg_and_claims_no_gpu(u2netp_app: str, deployer) -> None:
+    """`model=u2net` (from the app's .env: the settings that `deploy(..., model="u2net")`
+    gives), on the conftest's session app."""
+    url, app = u2netp_app, deployer.app_name(u2netp_app)
+    deployments = serve.status().applications[app].deployments
     # RMBG2 exists (so config files that tune it stay valid) with zero replicas.
     assert set(deployments) == {"Ingress", "U2Net", "RMBG2"}
     assert sum(deployments["RMBG2"].replica_states.values()) == 0
@@ -181,7 +188,7 @@ def test_u2net_mode_deploys_no_rmbg_and_claims_no_gpu(deploy, deployer) -> None:
     assert body["status"] == "healthy"
     assert body["model_name"] == "u2net"
     assert body["replicas"]["rmbg-2.0"] == 0
-    response = post_image(url, PHOTO)
+    response = post_image(url, _photo())
     assert response.status_code == 200
     assert response.headers["x-model-used"] == "u2net"
     assert "x-fallback-reason" not in response.headers
@@ -191,9 +198,8 @@ def test_u2net_mode_deploys_no_rmbg_and_claims_no_gpu(deploy, deployer) -> None:
     address = ray.get_runtime_context().gcs_address  # this session's cluster only
     alive = [("state", "=", "ALIVE")]
     for actor in list_actors(address=address, filters=alive, limit=1000, detail=True):
-        if actor.name and actor.name.startswith("SERVE_REPLICA::u2net-only#"):
+        if actor.name and actor.name.startswith(f"SERVE_REPLICA::{app}#"):
             assert not actor.required_resources.get("GPU"), actor
-    deployer.delete("u2net-only")
 
 
 def test_nothing_can_serve_is_unhealthy_503(deploy, deployer, tmp_path_factory) -> None:
@@ -202,7 +208,7 @@ def test_nothing_can_serve_is_unhealthy_503(deploy, deployer, tmp_path_factory) 
     response = wait_for(lambda: (r := health(url)).status_code == 503 and r, timeout_s=30)
     assert response.json()["status"] == "unhealthy"
     assert response.json()["fallback"]["error"]["code"] == "weights_invalid_model"
-    error = post_image(url, PHOTO).json()["error"]
+    error = post_image(url, _photo()).json()["error"]
     assert error["code"] == "model_unavailable"
     assert "U2-Net cannot serve" in error["message"]
     deployer.delete("dead")
@@ -222,7 +228,7 @@ def test_two_replicas_share_one_logical_gpu(deploy, deployer) -> None:
     assert len(seen) == 2, "both replicas should answer"
     assert all(ids == ["0"] for ids in seen.values()), seen
     assert ray.available_resources().get("GPU", 0) == pytest.approx(0)
-    responses = [post_image(url, PHOTO) for _ in range(4)]
+    responses = [post_image(url, _photo()) for _ in range(4)]
     assert all(r.headers["x-model-used"] == "rmbg-2.0" for r in responses)
     deployer.delete("gpu")
     arr = np.asarray(Image.open(io.BytesIO(responses[0].content)))

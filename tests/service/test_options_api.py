@@ -5,7 +5,7 @@ contradicting combinations."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
+from functools import cache
 
 import httpx
 import numpy as np
@@ -14,9 +14,13 @@ from PIL import Image
 
 from imaging.compose import subject_bbox
 from tests.support.http import post_image
+from tests.support.shared import IMAGES
 
-IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
-PHOTO = (IMAGES / "whisk.png").read_bytes()  # a meerkat on green grass, 400x300
+
+@cache
+def _whisk() -> bytes:
+    """A meerkat on green grass, 400x300 (read on first use, not at import)."""
+    return (IMAGES / "whisk.png").read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +31,7 @@ def url(u2netp_app: str) -> str:
 @pytest.fixture(scope="module")
 def cutout(url: str) -> np.ndarray:
     """The plain cut-out (RGBA) every other option is compared with."""
-    response = post_image(url, PHOTO, filename="whisk.png")
+    response = post_image(url, _whisk(), filename="whisk.png")
     assert response.status_code == 200, response.text
     return np.asarray(_open(response))
 
@@ -81,7 +85,7 @@ def test_the_meerkat_is_found(cutout: np.ndarray) -> None:
     [("ffffff", (255, 255, 255)), ("#1E90FF", (30, 144, 255)), ("RebeccaPurple", (102, 51, 153))],
 )
 def test_bg_color_opaque(url: str, cutout: np.ndarray, value: str, expected: tuple) -> None:
-    image = _ok(post_image(url, PHOTO, bg_color=value), "image/png")
+    image = _ok(post_image(url, _whisk(), bg_color=value), "image/png")
     assert image.mode == "RGB" and image.size == (400, 300)
     pixels = np.asarray(image).astype(int)
     background = cutout[:, :, 3] == 0
@@ -92,21 +96,21 @@ def test_bg_color_opaque(url: str, cutout: np.ndarray, value: str, expected: tup
 
 
 def test_bg_color_with_alpha_stays_translucent_and_jpeg_needs_opaque(url: str) -> None:
-    image = _ok(post_image(url, PHOTO, bg_color="00800080"), "image/png")
+    image = _ok(post_image(url, _whisk(), bg_color="00800080"), "image/png")
     assert image.mode == "RGBA"
     assert tuple(np.asarray(image)[0, 0]) == (0, 128, 0, 128)
-    _refused(post_image(url, PHOTO, bg_color="00800080", format="jpeg"), "jpeg")
-    jpeg = _ok(post_image(url, PHOTO, bg_color="white", format="jpeg"), "image/jpeg")
+    _refused(post_image(url, _whisk(), bg_color="00800080", format="jpeg"), "jpeg")
+    jpeg = _ok(post_image(url, _whisk(), bg_color="white", format="jpeg"), "image/jpeg")
     assert jpeg.mode == "RGB"
 
 
 @pytest.mark.parametrize("value", ["fff", "#12345", "ggghhh", "not-a-colour", "rgb(1,2,3)"])
 def test_bad_bg_color(url: str, value: str) -> None:
-    _refused(post_image(url, PHOTO, bg_color=value), "bg_color", "RRGGBB", "CSS colour name")
+    _refused(post_image(url, _whisk(), bg_color=value), "bg_color", "RRGGBB", "CSS colour name")
 
 
 def test_bg_image_file_covers_the_canvas(url: str, cutout: np.ndarray) -> None:
-    image = _ok(post_image(url, PHOTO, background=_background()), "image/png")
+    image = _ok(post_image(url, _whisk(), background=_background()), "image/png")
     assert image.mode == "RGB" and image.size == (400, 300)
     pixels = np.asarray(image).astype(int)
     # The 2:1 background covers the 4:3 canvas: scaled to 600x300, its sides cropped,
@@ -117,28 +121,28 @@ def test_bg_image_file_covers_the_canvas(url: str, cutout: np.ndarray) -> None:
     right[:, :-40] = False
     assert pixels[left][:, 0].mean() > 150 > pixels[left][:, 2].mean()
     assert pixels[right][:, 2].mean() > 150 > pixels[right][:, 0].mean()
-    jpeg = _ok(post_image(url, PHOTO, background=_background(), format="jpeg"), "image/jpeg")
+    jpeg = _ok(post_image(url, _whisk(), background=_background(), format="jpeg"), "image/jpeg")
     assert jpeg.size == (400, 300)
 
 
 def test_bg_image_file_conflicts_and_bad_uploads(url: str) -> None:
-    _refused(post_image(url, PHOTO, background=_background(), style="minimal"), "exclusive")
-    _refused(post_image(url, PHOTO, background=_background(), bg_color="white"), "exclusive")
-    response = post_image(url, PHOTO, background=b"not an image")
+    _refused(post_image(url, _whisk(), background=_background(), style="minimal"), "exclusive")
+    _refused(post_image(url, _whisk(), background=_background(), bg_color="white"), "exclusive")
+    response = post_image(url, _whisk(), background=b"not an image")
     assert response.status_code == 415, response.text
 
 
 def test_crop_to_the_subject(url: str, cutout: np.ndarray) -> None:
     x0, y0, x1, y1 = _bbox(cutout[:, :, 3])
     w, h = x1 - x0, y1 - y0
-    plain = _ok(post_image(url, PHOTO, crop="true"), "image/png")
+    plain = _ok(post_image(url, _whisk(), crop="true"), "image/png")
     assert abs(plain.width - w) <= 2 and abs(plain.height - h) <= 2
-    px = _ok(post_image(url, PHOTO, crop="true", crop_margin="40px"), "image/png")
+    px = _ok(post_image(url, _whisk(), crop="true", crop_margin="40px"), "image/png")
     assert (px.width - plain.width, px.height - plain.height) == (80, 80)
     # Past the photo's edge the margin is transparent, never the photo's pixels.
     corner = np.asarray(px)[:5, :5, 3]
     assert corner.max() == 0
-    pct = _ok(post_image(url, PHOTO, crop="true", crop_margin="10%"), "image/png")
+    pct = _ok(post_image(url, _whisk(), crop="true", crop_margin="10%"), "image/png")
     margin = -(-max(plain.size) // 10)
     assert abs(pct.width - (plain.width + 2 * margin)) <= 2
     assert abs(pct.height - (plain.height + 2 * margin)) <= 2
@@ -156,17 +160,17 @@ def test_crop_to_the_subject(url: str, cutout: np.ndarray) -> None:
     ],
 )
 def test_bad_crops(url: str, fields: dict[str, str], words: tuple[str, ...]) -> None:
-    _refused(post_image(url, PHOTO, **fields), *words)
+    _refused(post_image(url, _whisk(), **fields), *words)
 
 
 def test_output_size_is_exact_and_centred(url: str, cutout: np.ndarray) -> None:
-    image = _ok(post_image(url, PHOTO, output_size="300x500"), "image/png")
+    image = _ok(post_image(url, _whisk(), output_size="300x500"), "image/png")
     assert image.size == (300, 500)
     alpha = np.asarray(image)[:, :, 3]
     # 400x300 fitted into 300x500: scaled to 300x225, centred vertically.
     assert alpha[:137].max() == 0 and alpha[-137:].max() == 0
     styled = _ok(
-        post_image(url, PHOTO, style="minimal", output_size="640x480", format="jpeg"),
+        post_image(url, _whisk(), style="minimal", output_size="640x480", format="jpeg"),
         "image/jpeg",
     )
     assert styled.size == (640, 480)
@@ -185,19 +189,19 @@ def test_output_size_is_exact_and_centred(url: str, cutout: np.ndarray) -> None:
 def test_bad_output_sizes(
     url: str, fields: dict[str, str], status: int, words: tuple[str, ...]
 ) -> None:
-    response = post_image(url, PHOTO, **fields)
+    response = post_image(url, _whisk(), **fields)
     assert response.status_code == status, response.text
     message = response.json()["error"]["message"]
     assert all(word in message for word in words), message
 
 
 def test_channels_alpha_is_the_mask(url: str, cutout: np.ndarray) -> None:
-    image = _ok(post_image(url, PHOTO, channels="alpha"), "image/png")
+    image = _ok(post_image(url, _whisk(), channels="alpha"), "image/png")
     assert image.mode == "L" and image.size == (400, 300)
     assert np.abs(np.asarray(image).astype(int) - cutout[:, :, 3]).max() <= 1
-    cropped = _ok(post_image(url, PHOTO, channels="alpha", crop="true"), "image/png")
+    cropped = _ok(post_image(url, _whisk(), channels="alpha", crop="true"), "image/png")
     assert cropped.mode == "L" and cropped.size[0] < 400
-    jpeg = _ok(post_image(url, PHOTO, channels="alpha", format="jpeg"), "image/jpeg")
+    jpeg = _ok(post_image(url, _whisk(), channels="alpha", format="jpeg"), "image/jpeg")
     assert jpeg.mode == "L"
 
 
@@ -210,11 +214,11 @@ def test_channels_alpha_is_the_mask(url: str, cutout: np.ndarray) -> None:
     ],
 )
 def test_bad_channels(url: str, fields: dict[str, str], words: tuple[str, ...]) -> None:
-    _refused(post_image(url, PHOTO, **fields), *words)
+    _refused(post_image(url, _whisk(), **fields), *words)
 
 
 def test_edges_raw_keeps_the_photo_colours(url: str, cutout: np.ndarray) -> None:
-    raw = np.asarray(_ok(post_image(url, PHOTO, edges="raw"), "image/png"))
+    raw = np.asarray(_ok(post_image(url, _whisk(), edges="raw"), "image/png"))
     assert np.array_equal(raw[:, :, 3], cutout[:, :, 3])
     soft = (cutout[:, :, 3] > 0) & (cutout[:, :, 3] < 255)
     assert soft.sum() > 100
@@ -222,11 +226,11 @@ def test_edges_raw_keeps_the_photo_colours(url: str, cutout: np.ndarray) -> None
         photo = np.asarray(im.convert("RGB"))
     assert np.array_equal(raw[:, :, :3][soft], photo[soft])  # raw: the photo's own pixels
     assert not np.array_equal(cutout[:, :, :3][soft], photo[soft])  # refined: re-coloured
-    _refused(post_image(url, PHOTO, edges="soft"), "edges", "refined, raw")
+    _refused(post_image(url, _whisk(), edges="soft"), "edges", "refined, raw")
 
 
 def test_preset_marketplace_white(url: str) -> None:
-    image = _ok(post_image(url, PHOTO, preset="marketplace-white"), "image/jpeg")
+    image = _ok(post_image(url, _whisk(), preset="marketplace-white"), "image/jpeg")
     assert image.size == (2000, 2000) and image.mode == "RGB"
     pixels = np.asarray(image).astype(int)
     assert (pixels[:20, :20] >= 253).all() and (pixels[-20:, -20:] >= 253).all()
@@ -238,18 +242,18 @@ def test_preset_marketplace_white(url: str) -> None:
 
 
 def test_preset_fields_can_be_overridden(url: str) -> None:
-    image = _ok(post_image(url, PHOTO, preset="marketplace-white", format="png"), "image/png")
+    image = _ok(post_image(url, _whisk(), preset="marketplace-white", format="png"), "image/png")
     assert image.size == (2000, 2000)
     small = _ok(
-        post_image(url, PHOTO, preset="marketplace-white", output_size="500x500"), "image/jpeg"
+        post_image(url, _whisk(), preset="marketplace-white", output_size="500x500"), "image/jpeg"
     )
     assert small.size == (500, 500)
-    _refused(post_image(url, PHOTO, preset="marketplace-white", style="mood"), "exclusive")
+    _refused(post_image(url, _whisk(), preset="marketplace-white", style="mood"), "exclusive")
 
 
 def test_unknown_preset_names_the_known_ones(url: str) -> None:
-    _refused(post_image(url, PHOTO, preset="amazon"), "preset", "marketplace-white")
+    _refused(post_image(url, _whisk(), preset="amazon"), "preset", "marketplace-white")
 
 
 def test_unknown_field_is_refused(url: str) -> None:
-    _refused(post_image(url, PHOTO, bg_colour="white"), "bg_colour", "bg_color")
+    _refused(post_image(url, _whisk(), bg_colour="white"), "bg_colour", "bg_color")

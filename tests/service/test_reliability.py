@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -21,9 +20,8 @@ from ray import serve
 
 from tests.support.http import GUIDE_HEALTH_FIELDS, health, post_image, wait_for
 from tests.support.replicas import kill_replica, replica_actor_names
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-U2NETP = SHARED / "models" / "u2netp.onnx"
+from tests.support.shared import ROOT as SHARED
+from tests.support.shared import U2NETP
 
 
 def _encode(size: tuple[int, int], fmt: str = "JPEG") -> bytes:
@@ -303,7 +301,9 @@ class TestAccess:
         assert (body["gpu_available"], body["gpu_name"]) == (False, None)
         assert body["styles_available"] == ["minimal", "mood", "street"]
         assert body["api_key_required"] is True  # the web page asks for a key
-        assert set(body["models"]["u2net"]) == {"available", "ready_replicas"}
+        u2net = body["models"]["u2net"]
+        assert set(u2net) == {"available", "ready_replicas", "precision", "int8"}
+        assert set(u2net["int8"]) == {"state", "reason", "guard"}  # issue 21: public
         for secret in ("pid", "replica_id", "weights", str(SHARED)):
             assert secret not in response.text
         detailed = health(url, headers={"X-Api-Key": "key-one"}).json()

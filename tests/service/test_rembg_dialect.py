@@ -25,8 +25,8 @@ from PIL import Image
 from rembg.bg import post_process
 
 from deployments.settings import ServiceSettings
-from tests.service.conftest import IMAGES
 from tests.support.http import post_image
+from tests.support.shared import IMAGES
 from tests.support.stub_server import FileServer, file_server
 
 #: rembg's README (2.0.86, "rembg `s`"), verbatim

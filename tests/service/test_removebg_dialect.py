@@ -25,8 +25,8 @@ import removebg.removebg as removebg_client
 from PIL import Image
 
 from imaging.compose import subject_bbox
-from tests.service.conftest import IMAGES
 from tests.support.http import post_image
+from tests.support.shared import IMAGES
 from tests.support.stub_server import FileServer, file_server
 
 #: remove-bg-cli 2.0.3 with no flags but the key: its defaults, every other field empty, in

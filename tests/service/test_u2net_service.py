@@ -20,9 +20,7 @@ from PIL import Image
 from imaging.compose import compose_styled
 from imaging.options import Style
 from tests.support.http import GUIDE_HEALTH_FIELDS, health, post_image
-
-IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
-PHOTOS = sorted(p for p in IMAGES.iterdir() if p.suffix in {".jpg", ".png"})
+from tests.support.shared import IMAGES, PHOTO_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +49,18 @@ def test_the_guides_env_file_selects_u2net(url: str, u2netp_settings_file: Path)
     assert set(GUIDE_HEALTH_FIELDS) <= set(body)
     assert (body["model_name"], body["model_loaded"], body["device"]) == ("u2net", True, "cpu")
     assert body["settings_file"] == str(u2netp_settings_file.resolve())
-    assert post_image(url, _upscaled(PHOTOS[0], 400)).headers["x-model-used"] == "u2net"
+    response = post_image(url, _upscaled(IMAGES / PHOTO_NAMES[0], 400))
+    assert response.headers["x-model-used"] == "u2net"
+
+
+def test_health_says_which_u2net_precision_serves_and_why_no_int8_is_built(url: str) -> None:
+    """Issue 21's health fields, over HTTP from a real replica: u2netp has no INT8 recipe
+    (and on a CPU with native bf16 none is built for any model), so the build is off and
+    says why; the precision serving is the replica's own."""
+    u2net = health(url).json()["models"]["u2net"]
+    assert u2net["precision"] in ("f32", "bf16")
+    assert u2net["int8"]["state"] == "off" and u2net["int8"]["guard"] is None
+    assert any(why in u2net["int8"]["reason"] for why in ("no INT8 recipe", "native bf16"))
 
 
 def _upscaled(path: Path, width: int = 3000) -> bytes:
@@ -63,7 +72,7 @@ def _upscaled(path: Path, width: int = 3000) -> bytes:
     return out.getvalue()
 
 
-CASES = [(p.name, False) for p in PHOTOS] + [(p.name, True) for p in PHOTOS]
+CASES = [(name, False) for name in PHOTO_NAMES] + [(name, True) for name in PHOTO_NAMES]
 
 
 @pytest.mark.parametrize(

@@ -21,11 +21,11 @@ import httpx
 import pytest
 
 from tests.support.http import post_image
+from tests.support.shared import IMAGES
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
 
-IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
 PHOTO = IMAGES / "horse.jpg"  # 770x595, 59 KB: quick through u2netp
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
