@@ -29,9 +29,9 @@ from benchmarks.cluster_drill import (
     capacity,
     isolate_or_exit,
     make_cluster,
-    write_summary,
+    write_report,
 )
-from benchmarks.cluster_watch import GROUPS, Sampler, plot, rss_slopes, write_csv
+from benchmarks.cluster_watch import GROUPS, Sampler
 from benchmarks.loadgen import Results, load_photos, open_loop, plain, summary
 from models.hardware import cpu_name
 
@@ -147,11 +147,11 @@ def main() -> None:
 
     rows = sampler.rows
     title = f"{name}: {opts.multiple:g}x capacity ({cap:.2f} img/s/replica) on {cpu_name()}"
-    write_csv(rows, opts.out_dir / f"{name}.csv")
-    plot(rows, sampler.marks, title, opts.out_dir / f"{name}.png")
-    write_summary(
+    write_report(
         name,
         opts.out_dir,
+        sampler,
+        title,
         {
             "command": " ".join(["python -m benchmarks.cluster_autoscale", *sys.argv[1:]]),
             "nodes": "head (proxy, controller, ingress) + 1 worker (U2-Net), 127.0.0.1",
@@ -164,7 +164,6 @@ def main() -> None:
             **events,
             "scaling": scaling_figures(rows, opts.idle, opts.idle + opts.load),
             "all_back_to_min_s": None if back is None else round(back, 1),
-            "rss": rss_slopes(sampler.rss),
         },
     )
 

@@ -24,6 +24,7 @@ from benchmarks.cluster_app import (
     u2net_home,
 )
 from benchmarks.cluster_nodes import LocalCluster, isolate_network
+from benchmarks.cluster_watch import Sampler, plot, rss_slopes, write_csv
 from benchmarks.loadgen import ROOT, Photo, closed_loop
 from models.hardware import cpu_name
 
@@ -98,6 +99,23 @@ def capacity(app: App, photos: list[Photo], clients: int, seconds: float) -> flo
     """One U2-Net replica's throughput (img/s) with `clients` back-to-back clients."""
     closed_loop(app.url, photos[:2], 1, min(5.0, seconds))  # warm-up: first batches
     return closed_loop(app.url, photos, clients, seconds)
+
+
+def write_report(
+    name: str,
+    out_dir: Path,
+    sampler: Sampler,
+    title: str,
+    figures: dict[str, Any],
+) -> dict[str, Any]:
+    """The end every drill shares: its samples as `<name>.csv`, the plot of them as
+    `<name>.png`, and its figures with each Serve process's RSS slope (unless ``figures``
+    has its own ``rss``), the machine and the date as `<name>.json`."""
+    write_csv(sampler.rows, out_dir / f"{name}.csv")
+    plot(sampler.rows, sampler.marks, title, out_dir / f"{name}.png")
+    return write_summary(
+        name, out_dir, {**figures, "rss": figures.get("rss") or rss_slopes(sampler.rss)}
+    )
 
 
 def write_summary(name: str, out_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:

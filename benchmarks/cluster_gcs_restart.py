@@ -37,10 +37,10 @@ from benchmarks.cluster_drill import (
     capacity,
     isolate_or_exit,
     make_cluster,
-    write_summary,
+    write_report,
 )
 from benchmarks.cluster_nodes import HOST, LocalCluster, free_port
-from benchmarks.cluster_watch import Sampler, health_status, plot, rss_slopes, write_csv
+from benchmarks.cluster_watch import Sampler, health_status
 from benchmarks.loadgen import Results, load_photos, open_loop, plain, summary
 from models.hardware import cpu_name
 
@@ -161,12 +161,12 @@ def main() -> None:
         sampler.stop()
         alive_nodes = len(cluster.alive_nodes())
 
-    write_csv(sampler.rows, opts.out_dir / "gcs_restart.csv")
     title = f"GCS killed, restarted after {opts.outage:g} s, Redis-backed, on {cpu_name()}"
-    plot(sampler.rows, sampler.marks, title, opts.out_dir / "gcs_restart.png")
-    write_summary(
+    write_report(
         "gcs_restart",
         opts.out_dir,
+        sampler,
+        title,
         {
             "command": " ".join(["python -m benchmarks.cluster_gcs_restart", *sys.argv[1:]]),
             "nodes": "head (GCS in Redis, proxy, controller, ingress) + 1 worker (U2-Net)",
@@ -181,7 +181,6 @@ def main() -> None:
             "replicas_before": before,
             "replicas_after": after,
             "alive_nodes_at_end": alive_nodes,
-            "rss": rss_slopes(sampler.rss),
         },
     )
 

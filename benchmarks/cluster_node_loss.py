@@ -27,10 +27,10 @@ from benchmarks.cluster_drill import (
     capacity,
     isolate_or_exit,
     make_cluster,
-    write_summary,
+    write_report,
 )
 from benchmarks.cluster_nodes import LocalCluster, Node
-from benchmarks.cluster_watch import Sampler, health_status, plot, rss_slopes, write_csv
+from benchmarks.cluster_watch import Sampler, health_status
 from benchmarks.loadgen import Results, load_photos, open_loop, plain, summary
 from models.hardware import cpu_name
 
@@ -126,12 +126,12 @@ def main() -> None:
         time.sleep(2 * sampler.interval_s)
         sampler.stop()
 
-    write_csv(sampler.rows, opts.out_dir / "node_loss.csv")
     title = f"node loss at {opts.multiple:g}x capacity ({rate:.2f} img/s) on {cpu_name()}"
-    plot(sampler.rows, sampler.marks, title, opts.out_dir / "node_loss.png")
-    write_summary(
+    write_report(
         "node_loss",
         opts.out_dir,
+        sampler,
+        title,
         {
             "command": " ".join(["python -m benchmarks.cluster_node_loss", *sys.argv[1:]]),
             "nodes": "head (proxy, controller, ingress) + 2 workers (U2-Net), 127.0.0.1",
@@ -140,7 +140,6 @@ def main() -> None:
             "offered_img_s": round(rate, 2),
             **summary(results),
             **events,
-            "rss": rss_slopes(sampler.rss),
         },
     )
 

@@ -20,9 +20,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from benchmarks.cluster_app import APP
-from benchmarks.cluster_drill import App, add_common_args, isolate_or_exit, make_cluster
-from benchmarks.cluster_drill import write_summary as write_json
-from benchmarks.cluster_watch import Sampler, plot, rss_slopes, write_csv
+from benchmarks.cluster_drill import (
+    App,
+    add_common_args,
+    isolate_or_exit,
+    make_cluster,
+    write_report,
+)
+from benchmarks.cluster_watch import Sampler, rss_slopes, write_csv
 from benchmarks.loadgen import (
     Fields,
     Photo,
@@ -86,7 +91,6 @@ def main() -> None:
 
     slopes = rss_slopes(sampler.rss, skip_s=opts.skip, min_samples=4)
     per_hour = {name: round(s["slope_mib_per_min"] * 60, 1) for name, s in slopes.items()}
-    write_csv(sampler.rows, opts.out_dir / f"{opts.name}.csv")
     rss_rows = [
         {"process": name, "t_s": t, "rss_mib": round(v, 1)}
         for name, samples in sampler.rss.items()
@@ -96,7 +100,6 @@ def main() -> None:
     title = (
         f"soak {opts.minutes:g} min at {opts.load:g}x capacity ({rate:.2f} img/s) on {cpu_name()}"
     )
-    plot(sampler.rows, sampler.marks, title, opts.out_dir / f"{opts.name}.png")
     report: dict[str, Any] = {
         "command": " ".join(["python -m benchmarks.cluster_soak", *sys.argv[1:]]),
         "nodes": "head (proxy, controller, ingress) + 1 worker (U2-Net), one replica each",
@@ -107,7 +110,7 @@ def main() -> None:
         "rss_slope_mib_per_hour": per_hour,
         "rss": slopes,
     }
-    write_json(opts.name, opts.out_dir, report)
+    write_report(opts.name, opts.out_dir, sampler, title, report)
     print("memory slope per process (MiB/hour, after the first", opts.skip, "s):")
     for name, slope in sorted(per_hour.items()):
         print(f"  {name:40s} {slope:+8.1f}")

@@ -30,14 +30,9 @@ from deployments.admission import DeadlineAdmission, PixelBudget, Reservation
 from deployments.dialects import rembg as rembg_dialect
 from deployments.dialects import removebg as removebg_dialect
 from deployments.errors import OverloadedError, install_error_handlers
+from deployments.group_monitor import GroupMonitor, GroupState, status_handles
 from deployments.guard import RequestGuard, key_is_valid, presented_key
-from deployments.routing import (
-    GroupMonitor,
-    GroupState,
-    MaskRouter,
-    RoutingConfig,
-    status_handles,
-)
+from deployments.routing import MaskRouter, RoutingConfig
 from deployments.url_fetch import FetchConfig, fetch_image
 from deployments.webpage import web_page_response
 from imaging.errors import ImageTooLargeError, InvalidOptionError

@@ -1,7 +1,7 @@
 """Which model group makes a mask, and what happens when it cannot.
 
-`GroupMonitor` keeps a cheap, periodically refreshed view of each group (live
-replicas, load errors) so a request never waits on a group known to be down.
+`deployments.group_monitor.GroupMonitor` keeps a cheap, periodically refreshed view of each
+group (live replicas, load errors) so a request never waits on a group known to be down.
 `MaskRouter` asks the primary group and, on any failure, the fallback group,
 returning which model answered and why the fallback served.
 """
@@ -9,7 +9,6 @@ returning which model answered and why the fallback served.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -17,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -25,17 +23,14 @@ from ray.serve.metrics import Counter
 
 from deployments.admission import DeadlineAdmission
 from deployments.errors import MaskTimeoutError, NoModelAvailableError, OverloadedError
+from deployments.group_monitor import GroupMonitor, GroupState, live_replicas
 from deployments.model_replica import ModelNotLoadedError
 from deployments.settings import ServiceSettings, timeout_setting
 from imaging.pipeline import MaskOutcome
-from imaging.resize import ModelInputSpec
 from models.errors import ModelError
 from models.registry import FALLBACK, RMBG, TIERS, get_tier
 
 logger = logging.getLogger("ray.serve")
-
-#: Serve deployment names of the model groups
-DEPLOYMENT_NAMES = {name: tier.deployment for name, tier in TIERS.items()}
 
 
 def default_timeouts() -> dict[str, float]:
@@ -71,10 +66,8 @@ class RoutingConfig:
             allowed = ["model", "fallback", *(timeout_setting(name) for name in TIERS)]
             raise ValueError(f"unknown routing setting(s) {unknown}; allowed: {allowed}")
         routing = cls(**values, timeouts_s=timeouts)
-        if routing.model not in DEPLOYMENT_NAMES:
-            raise ValueError(
-                f"model must be one of {sorted(DEPLOYMENT_NAMES)}, not {routing.model!r}"
-            )
+        if routing.model not in TIERS:
+            raise ValueError(f"model must be one of {sorted(TIERS)}, not {routing.model!r}")
         return routing
 
     def as_user_config(self) -> dict[str, Any]:
@@ -85,92 +78,8 @@ class RoutingConfig:
         return config
 
 
-#: A replica's status not seen for this many poll intervals is dropped (the replica is gone).
-STALE_POLLS = 5
-#: Most status calls per group and poll: each call reaches one replica, picked by Serve.
-MAX_STATUS_CALLS = 8
-#: How long a status call may wait for a replica busy with masks, s.
-STATUS_CALL_TIMEOUT_S = 5.0
-
-
-@dataclass
-class GroupState:
-    """What the ingress last learnt about one model group, from all of its replicas."""
-
-    running_replicas: int = 0
-    replica_states: dict[str, int] = field(default_factory=dict)
-    #: replica id -> (its last `status()`, when it was seen)
-    replicas: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
-    updated_at: float = 0.0
-
-    @property
-    def statuses(self) -> list[dict[str, Any]]:
-        return [status for status, _ in self.replicas.values()]
-
-    @property
-    def ready_replicas(self) -> int:
-        return sum(1 for status in self.statuses if status.get("loaded"))
-
-    @property
-    def replica_status(self) -> dict[str, Any] | None:
-        """One replica's report: a ready one where there is one (for health's summary)."""
-        statuses = self.statuses
-        ready = [s for s in statuses if s.get("loaded")]
-        return (ready or statuses or [None])[0]
-
-    @property
-    def load_error(self) -> dict[str, str] | None:
-        """The load error when no known replica of the group is ready."""
-        if not self.replicas or self.ready_replicas:
-            return None
-        status = self.replica_status or {}
-        return status.get("error") or {"code": "loading", "message": "the model is loading"}
-
-    @property
-    def input_spec(self) -> ModelInputSpec | None:
-        spec = (self.replica_status or {}).get("input_spec")
-        return ModelInputSpec.from_dict(spec) if spec else None
-
-    def unavailable_reason(self) -> str | None:
-        """Why this group cannot serve now, as a short code; None when it can."""
-        if self.updated_at and self.running_replicas == 0:
-            return "no_live_replica"
-        error = self.load_error
-        if error is not None:
-            return f"load_failed:{error.get('code', 'unknown')}"
-        return None
-
-    def observe(
-        self,
-        statuses: list[dict[str, Any]],
-        now: float,
-        stale_after_s: float,
-        complete: bool = True,
-    ) -> None:
-        """Record a poll's answers; forget replicas not seen for `stale_after_s`.
-
-        A poll with unanswered calls (``complete=False``: every replica busy with masks
-        past the call's timeout) says nothing about who is gone, so then a replica is only
-        forgotten while more are known than Serve runs: a saturated group keeps its live
-        count instead of being taken for dead (and shed) because it is busy.
-        """
-        for status in statuses:
-            self.replicas[str(status.get("replica_id"))] = (status, now)
-        oldest_first = sorted(self.replicas.items(), key=lambda item: item[1][1])
-        for replica_id, (_, seen) in oldest_first:
-            if now - seen <= stale_after_s:
-                break
-            if complete or len(self.replicas) > self.running_replicas:
-                del self.replicas[replica_id]
-
-
 #: How often a request waiting on a model group checks whether it can still finish in time.
 SHED_CHECK_S = 1.0
-
-
-def live_replicas(state: GroupState) -> int:
-    """Replicas that can take a mask now: running in Serve's view and loaded in theirs."""
-    return min(state.running_replicas, state.ready_replicas)
 
 
 class GroupBusyError(Exception):
@@ -179,106 +88,6 @@ class GroupBusyError(Exception):
 
 #: What "this group is full right now" looks like: Serve's queue bound, or our own estimate.
 OVERLOADED = (BackPressureError, GroupBusyError)
-
-
-def status_handles(groups: Mapping[str, DeploymentHandle]) -> dict[str, DeploymentHandle]:
-    """New handles to the same groups, for `GroupMonitor`'s polls.
-
-    Each handle has its own router and its own queue bound (`max_queued_requests`): on
-    the masks' handle a status call waiting for a busy replica would hold a place in
-    the masks' queue, and a mask would be refused (503) for it.
-    """
-    return {
-        name: serve.get_deployment_handle(handle.deployment_name, handle.app_name)
-        for name, handle in groups.items()
-    }
-
-
-class GroupMonitor:
-    """Polls Serve's status and every replica's `status()` in the background.
-
-    Give it its own handles (`status_handles`), not the ones masks travel on.
-    """
-
-    def __init__(self, handles: Mapping[str, DeploymentHandle], interval_s: float) -> None:
-        self._handles = handles
-        self._interval_s = interval_s
-        self.states = {name: GroupState() for name in handles}
-        self._task: asyncio.Task[None] | None = None
-        self._refresh_lock = asyncio.Lock()
-        self._first_refresh = asyncio.Event()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def ready(self, timeout_s: float = 5.0) -> None:
-        """Wait (briefly) for the first poll, so the first requests are routed on facts."""
-        self.start()
-        if not self._first_refresh.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._first_refresh.wait(), timeout_s)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except RuntimeError as exc:  # the replica is shutting down
-                logger.debug("status polling stopped: %s", exc)
-                return
-            except Exception:  # keep polling; the next round may succeed
-                logger.exception("model group status refresh failed")
-            self._first_refresh.set()
-            await asyncio.sleep(self._interval_s)
-
-    async def refresh(self) -> None:
-        async with self._refresh_lock:
-            counts = await asyncio.to_thread(_replica_states)
-            now = time.monotonic()
-            for name, state in self.states.items():
-                states = counts.get(DEPLOYMENT_NAMES[name], {})
-                state.replica_states = states
-                state.running_replicas = states.get("RUNNING", 0)
-                state.updated_at = now
-                statuses, complete = await self._poll(name, state.running_replicas)
-                state.observe(statuses, now, STALE_POLLS * self._interval_s, complete)
-
-    async def _poll(self, name: str, running: int) -> tuple[list[dict[str, Any]], bool]:
-        """Status of (very likely) every replica: Serve spreads concurrent calls over them.
-        Also whether every call was answered."""
-        if not running:
-            return [], True
-        calls = [
-            asyncio.wait_for(self._handles[name].status.remote(), timeout=STATUS_CALL_TIMEOUT_S)
-            for _ in range(min(2 * running, MAX_STATUS_CALLS))
-        ]
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            logger.warning("status of %s: %d call(s) failed: %r", name, len(failures), failures[0])
-        return [r for r in results if isinstance(r, dict)], not failures
-
-    def note_load_failure(self, name: str, replica_id: str | None, code: str, message: str) -> None:
-        """A request met a replica that failed to load: remember it until the next poll."""
-        state = self.states[name]
-        key = replica_id or "unknown"
-        status, seen = state.replicas.get(key, ({"replica_id": key}, time.monotonic()))
-        state.replicas[key] = (
-            {**status, "loaded": False, "error": {"code": code, "message": message}},
-            seen,
-        )
-
-
-def _replica_states() -> dict[str, dict[str, int]]:
-    """Replica counts by state for each deployment of this app (blocking call)."""
-    app_name = serve.get_replica_context().app_name
-    app = serve.status().applications.get(app_name)
-    if app is None:
-        return {}
-    return {
-        name: {str(getattr(k, "value", k)): v for k, v in d.replica_states.items()}
-        for name, d in app.deployments.items()
-    }
 
 
 class MaskRouter:

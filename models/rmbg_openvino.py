@@ -183,23 +183,25 @@ class CachedModel:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock, so replicas on one node convert once, not all at once.
+    """Exclusive lock (filelock, as the INT8 build's), so replicas on one node or volume
+    convert once, not all at once.
 
-    Correctness does not depend on it (entries appear by atomic rename); it
-    only saves CPU when several replicas start together.
+    Correctness does not depend on it (entries appear by atomic rename); it only saves CPU
+    when several replicas start together, so a lock that cannot be taken is gone without.
     """
-    try:
-        import fcntl
+    from filelock import FileLock
 
-        handle = open(path, "a+b")  # noqa: SIM115 (closed below, after the yield)
-    except (ImportError, OSError):  # not POSIX, or a read-only cache: go on unlocked
+    lock = FileLock(path)
+    try:
+        lock.acquire()
+    except OSError as exc:  # a read-only cache: go on unlocked
+        log.debug("no conversion lock at %s: %s", path, exc)
         yield
         return
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         yield
     finally:
-        handle.close()  # closing releases the lock
+        lock.release()
 
 
 def _complete(directory: Path) -> bool:

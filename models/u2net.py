@@ -17,14 +17,16 @@ step 3 is a 256-entry lookup table per channel (bit-identical); step 2 and 5
 can use ``resize="fast"`` (Pillow's ``reducing_gap=3`` box pre-reduction for
 large inputs, BICUBIC for the upscale); step 4 can run on OpenVINO, in f32 or,
 for rembg's u2net with exact resizing on CPUs with native bf16, in bf16, or for
-rembg's u2net in INT8 once `bgremove quantize` has made and checked it on this
-CPU (``models.u2net_int8``). Which
+rembg's u2net in INT8 once made and checked on this CPU (``models.u2net_int8``: by the
+tier itself on CPUs without native bf16, ``models.u2net_int8_build``, or ahead of time by
+``bgremove quantize``). The runtimes' sessions are ``models.u2net_sessions``. Which
 runtime, precision and thread count is fastest depends on the CPU, so
 ``load`` times the candidates where it runs (``models.u2net_tuning``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -32,15 +34,19 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 
-from models.errors import CorruptWeightsError, Int8UnavailableError, ModelError
+from models.errors import Int8UnavailableError, ModelError
 from models.hardware import openvino_available
 from models.hardware import usable_cpus as default_threads
 from models.u2net_int8 import GuardedInt8, int8_status, recipe_for, usable_int8
 from models.u2net_int8_build import BuildBudget, Int8Builder, build_here
+from models.u2net_sessions import DEFAULT_INPUT_SIZE as DEFAULT_INPUT_SIZE
+from models.u2net_sessions import MAX_BATCH as MAX_BATCH
+from models.u2net_sessions import U2NetInferenceError as U2NetInferenceError
+from models.u2net_sessions import build_candidate, check_output, int8_session
 from models.u2net_transforms import ResizeMode, postprocess, preprocess, resize_filters
 from models.u2net_tuning import (
     Candidate,
@@ -48,7 +54,6 @@ from models.u2net_tuning import (
     SelectionCache,
     cpu_has_native_bf16,
     model_identity,
-    openvino_cpu_config,
     plan_candidates,
     select_cached,
     selection_cache,
@@ -56,24 +61,13 @@ from models.u2net_tuning import (
     time_runs,
     timing_input,
 )
-from models.u2net_weights import U2NetWeights, check_io, model_spec, resolve_u2net_weights
+from models.u2net_weights import U2NetWeights, model_spec, resolve_u2net_weights
 
 log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "onnxruntime", "openvino"]
 Precision = Literal["f32", "bf16", "int8"]
 Selection = Literal["measured", "cached", "pinned"]
-
-#: rembg resizes every input to this; used when the model's input size is dynamic
-DEFAULT_INPUT_SIZE = (320, 320)
-#: images per run when the model's batch dimension is dynamic
-MAX_BATCH = 8
-
-
-class U2NetInferenceError(ModelError):
-    """The runtime failed while running a loaded model (not a weights problem)."""
-
-    code = "inference_error"
 
 
 @dataclass(frozen=True)
@@ -249,21 +243,7 @@ class U2NetPredictor:
             cpu_bf16=cpu_has_native_bf16,
         )
 
-        def build(c: Candidate) -> tuple[_Session, Callable[[], object]]:
-            if c.runtime == "onnxruntime":
-                session = _load_onnxruntime(weights.path, c.threads)
-            elif c.precision == "int8" and int8_model is not None:
-                session = _load_openvino(int8_model, c.threads, "f32")
-                exact = _load_openvino(weights.path, c.threads, "f32")
-                guard = GuardedInt8(session.run, exact.run, recipe_for(weights).max_soft_share)
-                x = timing_input(session.input_size)
-                # timed without the guard: the noise input's mask is soft, a photo's rarely
-                timed = session.run
-                return session._replace(run=guard), lambda: _check_output(timed(x), 1)
-            else:
-                session = _load_openvino(weights.path, c.threads, c.precision)
-            x = timing_input(session.input_size)
-            return session, lambda: _check_output(session.run(x), 1)
+        build = functools.partial(build_candidate, weights=weights, int8_model=int8_model)
 
         excluded = dict(plan.excluded)
         timings: dict[str, float] = {}
@@ -343,16 +323,14 @@ class U2NetPredictor:
         serve INT8 from the next ``predict`` call if it is faster (requests never wait: the
         swap is two attribute writes between calls)."""
         info, weights = self.info, self.info.weights
-        session = _load_openvino(model, info.threads, "f32")
-        exact = _load_openvino(weights.path, info.threads, "f32")
-        guard = GuardedInt8(session.run, exact.run, recipe_for(weights).max_soft_share)
+        session, timed = int8_session(model, weights, info.threads)
         x = timing_input(info.input_size)
         label = Candidate("openvino", "int8", info.threads).label
         # interleaved, so load from requests in flight weighs on both alike
         current_ms, int8_ms = [], []
         for _ in range(3):
             current_ms.append(time_runs(lambda: self._run(x), warmup_runs=1, timed_runs=3))
-            int8_ms.append(time_runs(lambda: session.run(x), warmup_runs=1, timed_runs=3))
+            int8_ms.append(time_runs(timed, warmup_runs=1, timed_runs=3))
         timings = {**info.timings_ms, info.label: min(current_ms), label: min(int8_ms)}
         if min(int8_ms) >= min(current_ms):
             log.info(
@@ -373,7 +351,7 @@ class U2NetPredictor:
             timings_ms=timings,
         )
         with self._switch:
-            self._run, self.info = guard, new_info
+            self._run, self.info = session.run, new_info
         log.info(
             "U2-Net %s: switched to INT8 (%.1f ms against %s %.1f ms)",
             weights.name,
@@ -415,7 +393,7 @@ class U2NetPredictor:
         for start in range(0, len(images), step):
             chunk = images[start : start + step]
             x = np.stack([preprocess(a, info.input_size, self._reducing_gap) for a in chunk])
-            out = _check_output(run(x), len(chunk))
+            out = check_output(run(x), len(chunk))
             for i, pred in enumerate(out):
                 masks.append(postprocess(pred[0], sizes[start + i], self._upscale))
         return masks
@@ -431,31 +409,6 @@ def _require_int8(weights: U2NetWeights, threads: int) -> Path:
     if status.model is None:
         raise Int8UnavailableError(f"precision='int8' for {weights.name}: {status.reason}")
     return status.model
-
-
-def _check_output(out: np.ndarray, n: int) -> np.ndarray:
-    """One (1, H, W) map per image: a runtime that returns less must not drop masks silently."""
-    if out.ndim != 4 or out.shape[0] != n or 0 in out.shape:
-        raise U2NetInferenceError(f"the model returned shape {out.shape} for {n} image(s)")
-    return out
-
-
-class _Session(NamedTuple):
-    """A built runtime: one run call, the model input size (W, H), images per run."""
-
-    run: Callable[[np.ndarray], np.ndarray]
-    input_size: tuple[int, int]
-    batch: int
-
-
-def _session(run: Callable[[np.ndarray], np.ndarray], shape: Sequence[Any]) -> _Session:
-    """From the input shape (N, C, H, W; None where dynamic): a static batch runs one image."""
-    n, _, h, w = shape
-    return _Session(
-        run,
-        (w or DEFAULT_INPUT_SIZE[0], h or DEFAULT_INPUT_SIZE[1]),
-        1 if n is not None else MAX_BATCH,
-    )
 
 
 def _is_rembg_file(weights: U2NetWeights) -> bool:
@@ -491,101 +444,3 @@ def _tuning_cache(
         threads=threads,
     )
     return selection_cache(cache_dir, key)
-
-
-def _dims(shape: Sequence[Any]) -> list[Any]:
-    return [d if isinstance(d, int) and d > 0 else None for d in shape]
-
-
-def _load_onnxruntime(path: Path, threads: int) -> _Session:
-    """ORT session tuned for one-request-at-a-time CPU serving.
-
-    All graph optimisations, a fixed intra-op pool of ``threads``, sequential
-    execution (U2-Net is one chain of convolutions), memory arena on. Workers
-    spin-wait between ops (ORT's default): measured 2-5% lower latency than
-    blocking here; size ``threads`` to the replica's CPUs so the spinning does
-    not steal cores from neighbours.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.enable_cpu_mem_arena = True
-    opts.enable_mem_pattern = True
-    opts.log_severity_level = 4  # failures come back as typed exceptions with ORT's text
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/RuntimeException types
-        raise CorruptWeightsError(
-            f"{path} cannot be loaded as an ONNX model ({type(exc).__name__}: {exc}); "
-            "replace the file (see scripts/fetch_models.py for rembg's models)"
-        ) from exc
-    inputs, outputs = sess.get_inputs(), sess.get_outputs()
-    check_io(
-        path,
-        [(i.name, i.type, list(i.shape)) for i in inputs],
-        [(o.name, o.type, list(o.shape)) for o in outputs],
-    )
-    in_name, out_name = inputs[0].name, outputs[0].name
-
-    def run(x: np.ndarray) -> np.ndarray:
-        try:
-            return sess.run([out_name], {in_name: x})[0]
-        except Exception as exc:
-            raise U2NetInferenceError(f"onnxruntime failed on {path.name}: {exc}") from exc
-
-    return _session(run, _dims(inputs[0].shape))
-
-
-def _load_openvino(path: Path, threads: int, precision: str) -> _Session:
-    """OpenVINO CPU plugin, latency mode, one stream, f32 unless asked otherwise.
-
-    OpenVINO defaults to bf16 on CPUs with avx512_bf16; that drifts outside
-    rembg's tolerance for u2netp, hence the explicit precision hint. On a CPU
-    without native bf16 a bf16 hint runs f32: logged, so nobody reads f32
-    timings as bf16 ones.
-    """
-    import openvino as ov
-
-    core = ov.Core()
-    try:
-        model = core.read_model(str(path))
-    except Exception as exc:
-        raise CorruptWeightsError(
-            f"{path} cannot be read by OpenVINO ({type(exc).__name__}: {exc}); "
-            "replace the file (see scripts/fetch_models.py for rembg's models)"
-        ) from exc
-
-    def ov_shape(port: Any) -> list[Any]:
-        return [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
-
-    check_io(
-        path,
-        [(p.get_any_name(), str(p.get_element_type()), ov_shape(p)) for p in model.inputs],
-        [(p.get_any_name(), "float", ov_shape(p)) for p in model.outputs],
-    )
-    try:
-        compiled = core.compile_model(model, "CPU", openvino_cpu_config(threads, precision))
-    except Exception as exc:
-        raise CorruptWeightsError(f"OpenVINO could not compile {path}: {exc}") from exc
-    if precision == "bf16":
-        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
-        effective = hint.to_string() if hasattr(hint, "to_string") else str(hint)
-        if effective != "bf16":
-            log.warning("OpenVINO runs %s in %s: this CPU has no native bf16", path.name, effective)
-    request = compiled.create_infer_request()
-    lock = threading.Lock()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with lock:
-            try:
-                request.infer({0: x})
-            except Exception as exc:
-                raise U2NetInferenceError(f"OpenVINO failed on {path.name}: {exc}") from exc
-            return request.get_output_tensor(0).data.copy()
-
-    return _session(run, ov_shape(model.inputs[0]))

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from deployments import routing
-from deployments.routing import GroupMonitor, GroupState, live_replicas
+from deployments import group_monitor
+from deployments.group_monitor import GroupMonitor, GroupState, live_replicas
 from models.registry import U2NET
 
 
@@ -76,7 +76,7 @@ class _Handle:
 
 
 def test_poll_reports_whether_every_call_was_answered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(routing, "STATUS_CALL_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(group_monitor, "STATUS_CALL_TIMEOUT_S", 0.05)
 
     async def poll(answers: list[Any]) -> tuple[list[dict[str, Any]], bool]:
         monitor = GroupMonitor({U2NET: _Handle(answers)}, interval_s=60)  # type: ignore[dict-item]

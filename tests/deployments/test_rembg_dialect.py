@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from deployments.dialects import rembg
-from deployments.routing import GroupMonitor, MaskRouter, RoutingConfig
+from deployments.group_monitor import GroupMonitor
+from deployments.routing import MaskRouter, RoutingConfig
 from imaging.errors import InvalidOptionError
 from imaging.options import Channels, Edges, RenderOptions
 from models.registry import RMBG, U2NET

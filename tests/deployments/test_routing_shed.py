@@ -15,7 +15,8 @@ import pytest
 
 from deployments import routing
 from deployments.errors import OverloadedError
-from deployments.routing import GroupBusyError, GroupMonitor, MaskRouter, RoutingConfig
+from deployments.group_monitor import GroupMonitor
+from deployments.routing import GroupBusyError, MaskRouter, RoutingConfig
 from models.registry import RMBG, U2NET
 
 

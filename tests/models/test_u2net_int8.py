@@ -347,7 +347,12 @@ def test_no_build_where_bf16_serves_or_precision_is_pinned(tmp_path: Path) -> No
     lacks native bf16 (on one with it, bf16 is the fast candidate: nothing changes)."""
     home = _home_with_u2net(tmp_path / "home")
     pinned = U2NetPredictor.load(
-        "u2net", home=home, allow_download=False, precision="f32", int8_build=BuildBudget()
+        "u2net",
+        home=home,
+        allow_download=False,
+        precision="f32",
+        runtime="openvino",
+        int8_build=BuildBudget(),
     )
     assert pinned.int8_build is None and "pinned" in pinned.int8_state()["reason"]
     if cpu_has_native_bf16():

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from deployments.settings import ServiceSettings
-from models import u2net as u2net_module
+from models import u2net_sessions
 from models.errors import CorruptWeightsError, ModelError
 from models.hardware import cpu_name, openvino_available
 from models.u2net import U2NetPredictor, default_threads
@@ -291,7 +291,7 @@ def test_a_candidate_that_fails_to_build_is_excluded(
     def broken(*args: object, **kwargs: object) -> None:
         raise CorruptWeightsError("OpenVINO could not compile it")
 
-    monkeypatch.setattr("models.u2net._load_openvino", broken)
+    monkeypatch.setattr("models.u2net_sessions.load_openvino", broken)
     model = write_u2net_shaped_onnx(tmp_path / "own.onnx")
     cache_dir = tmp_path / "tuning"
     # named u2net, but the operator's own file
@@ -376,7 +376,7 @@ def test_auto_real_u2net_selection(auto_u2net: U2NetPredictor | None) -> None:
 def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Labels of the candidates each load builds: the real loaders, only counted."""
     labels: list[str] = []
-    real_ort, real_ov = u2net_module._load_onnxruntime, u2net_module._load_openvino
+    real_ort, real_ov = u2net_sessions.load_onnxruntime, u2net_sessions.load_openvino
 
     def ort(path: Path, threads: int) -> object:
         labels.append(f"onnxruntime/f32/{threads}t")
@@ -386,8 +386,8 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         labels.append(f"openvino/{precision}/{threads}t")
         return real_ov(path, threads, precision)
 
-    monkeypatch.setattr("models.u2net._load_onnxruntime", ort)
-    monkeypatch.setattr("models.u2net._load_openvino", ov)
+    monkeypatch.setattr("models.u2net_sessions.load_onnxruntime", ort)
+    monkeypatch.setattr("models.u2net_sessions.load_openvino", ov)
     return labels
 
 
@@ -493,7 +493,7 @@ def test_a_cached_choice_that_fails_to_load_is_measured_again(
     def broken(*args: object, **kwargs: object) -> None:
         raise CorruptWeightsError("cannot compile it any more")
 
-    monkeypatch.setattr(f"models.u2net._load_{first.runtime}", broken)
+    monkeypatch.setattr(f"models.u2net_sessions.load_{first.runtime}", broken)
     info = load_u2netp(u2netp_home, cache_dir).info
     assert info.selection == "measured" and info.runtime != first.runtime
     assert info.excluded[first.label].startswith("failed: weights_corrupt")
