@@ -27,15 +27,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmarks.loadgen import percentile
 from models.hardware import cpu_name, usable_cpus
 from models.u2net import U2NetPredictor
 from models.u2net_int8_build import PHOTOS, BuildBudget, Int8Builder
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (the drills' definition)."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, int(np.ceil(q / 100 * len(ordered))) - 1))]
 
 
 def main() -> None:
@@ -101,8 +96,8 @@ def main() -> None:
         if lat:
             ms = [x * 1000 for x in lat]
             print(
-                f"{name:>13}: {len(ms):4d} requests, p50 {percentile(ms, 50):7.1f} ms, "
-                f"p99 {percentile(ms, 99):7.1f} ms, max {max(ms):7.1f} ms"
+                f"{name:>13}: {len(ms):4d} requests, p50 {percentile(ms, 0.50):7.1f} ms, "
+                f"p99 {percentile(ms, 0.99):7.1f} ms, max {max(ms):7.1f} ms"
             )
     timings = predictor.info.timings_ms
     print(

@@ -42,7 +42,7 @@ from models.errors import Int8UnavailableError, ModelError
 from models.hardware import openvino_available
 from models.hardware import usable_cpus as default_threads
 from models.u2net_int8 import GuardedInt8, int8_status, recipe_for, usable_int8
-from models.u2net_int8_build import BuildBudget, Int8Builder, build_here
+from models.u2net_int8_build import BuildBudget, Int8Builder, build_here, build_lock
 from models.u2net_sessions import DEFAULT_INPUT_SIZE as DEFAULT_INPUT_SIZE
 from models.u2net_sessions import MAX_BATCH as MAX_BATCH
 from models.u2net_sessions import U2NetInferenceError as U2NetInferenceError
@@ -403,9 +403,13 @@ def _require_int8(weights: U2NetWeights, threads: int) -> Path:
     """Pinned INT8 without a model: make it now, or fail saying why it cannot be had."""
     status = int8_status(weights)
     if status.state in ("missing", "stale"):
-        log.info("U2-Net %s: precision='int8' and %s: making it now", weights.name, status.reason)
-        build_here(weights, threads=threads)
-        status = int8_status(weights)
+        with build_lock(weights):  # a replica or `bgremove quantize` making it finishes first
+            status = int8_status(weights)
+            if status.state in ("missing", "stale"):
+                why = status.reason
+                log.info("U2-Net %s: precision='int8' and %s: making it now", weights.name, why)
+                build_here(weights, threads=threads)
+                status = int8_status(weights)
     if status.model is None:
         raise Int8UnavailableError(f"precision='int8' for {weights.name}: {status.reason}")
     return status.model

@@ -31,6 +31,15 @@ def no_settings_file() -> Iterator[None]:
         os.environ["BG_REMOVAL_ENV_FILE"] = before
 
 
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No BG_REMOVAL_* or U2NET_HOME from the developer's shell in the settings: only what a
+    test sets counts."""
+    for var in [v for v in os.environ if v.startswith("BG_REMOVAL_") or v == "U2NET_HOME"]:
+        monkeypatch.delenv(var)
+    return monkeypatch
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check ../shared once, before any test runs, when a collected test reads it: a missing
     folder or file is then one usage error saying what is missing and where to get it."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import re
 import runpy
 from collections.abc import Callable, Iterator
@@ -132,14 +131,6 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def make_kuberay() -> dict[str, Any]:
     """scripts/make_kuberay.py's functions, loaded without putting scripts/ on sys.path."""
     return runpy.run_path(str(MAKE_KUBERAY), run_name="make_kuberay")
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No BG_REMOVAL_* or U2NET_HOME from the developer's shell in the settings."""
-    for var in [v for v in os.environ if v.startswith("BG_REMOVAL_") or v == "U2NET_HOME"]:
-        monkeypatch.delenv(var)
-    return monkeypatch
 
 
 def serve_config_of(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -3,10 +3,8 @@ typed group view, and the app builder binding one Serve deployment per tier from
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -19,13 +17,8 @@ from models.registry import FALLBACK, RMBG, TIERS, U2NET
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No BG_REMOVAL_* from the developer's shell in the settings."""
-    for var in [v for v in os.environ if v.startswith("BG_REMOVAL_") or v == "U2NET_HOME"]:
-        monkeypatch.delenv(var)
-    yield
+#: no BG_REMOVAL_* or U2NET_HOME from the developer's shell in the settings
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def _bound(app: Application) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,10 @@ from deployments.settings import ServiceSettings, SettingsFileError
 
 
 @pytest.fixture
-def env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A .env in a fresh current directory, found the default way (no variable set)."""
-    for name in list(os.environ):  # what the environment sets would win over the file
-        if name.startswith("BG_REMOVAL_") or name == "U2NET_HOME":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def env_file(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Path:
+    """A .env in a fresh current directory, found the default way (no variable set; what
+    the environment sets would win over the file)."""
+    clean_env.chdir(tmp_path)
     return tmp_path / ".env"
 
 

@@ -6,7 +6,6 @@ tests/configs/test_kuberay.py loads make_kuberay.py.
 
 from __future__ import annotations
 
-import os
 import runpy
 from pathlib import Path
 from typing import Any, Literal
@@ -27,14 +26,6 @@ PAGE = ROOT / "docs" / "configuration.md"
 def make_config_docs() -> dict[str, Any]:
     """scripts/make_config_docs.py's functions, loaded without putting scripts/ on sys.path."""
     return runpy.run_path(str(MAKE_CONFIG_DOCS), run_name="make_config_docs")
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No settings from the developer's shell: only what a test sets counts."""
-    for var in [v for v in os.environ if v.startswith("BG_REMOVAL_") or v == "U2NET_HOME"]:
-        monkeypatch.delenv(var)
-    return monkeypatch
 
 
 def test_page_is_generated_from_the_settings(make_config_docs: dict[str, Any]) -> None:
