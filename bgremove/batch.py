@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -36,7 +36,7 @@ from imaging.formats import IMAGE_SUFFIXES
 from imaging.memory import DECODE_BASE_MEMORY as DECODE_BASE_MEMORY  # BatchSettings' rule
 from imaging.options import RenderOptions
 from imaging.presets import load_presets, preset_fields
-from models.registry import RMBG, U2NET, get_tier
+from models.registry import TIERS
 
 if TYPE_CHECKING:  # settings (pydantic), storage (pyarrow) and manifest load with a job, not
     # with the command line: `bgremove --help` builds this subcommand's parser
@@ -44,7 +44,6 @@ if TYPE_CHECKING:  # settings (pydantic), storage (pyarrow) and manifest load wi
     from bgremove.manifest import Manifest, Record
     from bgremove.storage import FileEntry
     from imaging.limits import Limits
-    from imaging.resize import ModelInputSpec
     from models.settings import RemovalSettings
 
 log = logging.getLogger(__name__)
@@ -74,22 +73,6 @@ STEPS = (
 )
 #: rows of the input list per block: enough blocks to spread, few enough to track cheaply
 MAX_BLOCKS = 5000
-#: most of the cluster's CPUs the U2-Net pool may hold as the primary model / as fallback
-MASK_CPU_SHARE = 0.75
-FALLBACK_CPU_SHARE = 1 / 16
-
-
-@dataclass(frozen=True)
-class ModelStage:
-    """One model tier of the job and the actor pool that runs it."""
-
-    tier: str
-    config: Any
-    spec: ModelInputSpec
-    num_cpus: float
-    num_gpus: float
-    max_actors: int
-    batch_size: int
 
 
 @dataclass
@@ -274,102 +257,6 @@ def ray_session(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def model_stages(
-    settings: BatchSettings, service: RemovalSettings, resources: Mapping[str, float]
-) -> list[ModelStage]:
-    """The model tiers to try, in order, with their actors' resources and input sizes.
-
-    Needs Ray: U2-Net's input (and the runtime its load picks) is learnt by loading it once
-    in a task, on a worker like the actors' (`batch_stages.resolve_u2net`).
-    """
-    import ray
-    from ray.exceptions import RayTaskError
-
-    from bgremove.batch_stages import resolve_u2net
-
-    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
-    primary = settings.model if settings.model != "auto" else (RMBG if gpus > 0 else U2NET)
-    stages: list[ModelStage] = []
-    if primary == RMBG:
-        num_gpus = settings.rmbg_num_gpus
-        if num_gpus is None:
-            num_gpus = 1.0 if gpus > 0 else 0.0
-        if num_gpus == 0 and service.device == "cuda":
-            raise UsageError(
-                "BG_REMOVAL_DEVICE=cuda but RMBG-2.0's actors get no GPU (the cluster has "
-                f"{gpus:g}, --rmbg-gpus {num_gpus:g})",
-                code="resources",
-            )
-        if num_gpus > gpus:
-            raise UsageError(
-                f"each RMBG-2.0 actor asks for {num_gpus:g} GPU(s) but the cluster has "
-                f"{gpus:g}; set --rmbg-gpus 0 to run it on CPUs, or --model u2net",
-                code="resources",
-            )
-        config = replace(
-            service.rmbg_load_config(),
-            device=service.device if num_gpus > 0 else "cpu",
-            threads=service.rmbg_threads or max(1, math.ceil(settings.rmbg_num_cpus)),
-        )
-        actors = settings.rmbg_actors or (max(1, int(gpus // num_gpus)) if num_gpus else 1)
-        stages.append(
-            ModelStage(
-                RMBG,
-                config,
-                get_tier(RMBG).input_size(config, None),  # config-only: its resolution
-                settings.rmbg_num_cpus,
-                num_gpus,
-                actors,
-                settings.rmbg_batch_size,
-            )
-        )
-    if primary == U2NET or service.fallback:
-        config = replace(
-            service.u2net_load_config(),
-            threads=service.u2net_threads or max(1, math.ceil(settings.u2net_num_cpus)),
-        )
-        probe = ray.remote(resolve_u2net).options(num_cpus=settings.u2net_num_cpus)
-        try:
-            spec, pinned = ray.get(probe.remote(config))
-        except RayTaskError as exc:
-            cause = exc.cause if exc.cause is not None else exc
-            raise SetupError(f"U2-Net cannot load: {cause}", code="model_unavailable") from None
-        # the most actors Ray Data may grow the pool to (it grows while work queues up):
-        # U2-Net's mask is ~3/4 of an image's CPU time (u2net, marketplace preset, measured in
-        # benchmarks/bench_batch.py); as the fallback it should rarely have work
-        share = MASK_CPU_SHARE if primary == U2NET else FALLBACK_CPU_SHARE
-        actors = settings.u2net_actors or max(1, int(cpus * share / settings.u2net_num_cpus))
-        stages.append(
-            ModelStage(
-                U2NET,
-                pinned,
-                spec,
-                settings.u2net_num_cpus,
-                0.0,
-                actors,
-                settings.u2net_batch_size,
-            )
-        )
-    return stages
-
-
-def fit_memory(requested: int, node_memory: list[float], stage: str) -> int:
-    """A reservation no node can hold would leave the stage's tasks waiting forever: cap it
-    at half the largest node's memory (logged: lower the pixel limits instead)."""
-    largest = max(node_memory, default=0.0)
-    if largest and requested > largest / 2:
-        log.warning(
-            "%s tasks would reserve %.1f GiB (the pixel limits' worst case) but the largest "
-            "node has %.1f GiB for Ray: reserving half of it; lower BG_REMOVAL_MAX_PIXELS / "
-            "BG_REMOVAL_MAX_OUTPUT_PIXELS or set the stage's memory to be exact",
-            stage,
-            requested / 1024**3,
-            largest / 1024**3,
-        )
-        return int(largest / 2)
-    return requested
-
-
 def _execute(
     plan: Plan,
     ctx_args: dict[str, Any],
@@ -382,6 +269,7 @@ def _execute(
     import ray
     import ray.data
 
+    from bgremove.batch_resources import fit_memory, model_stages
     from bgremove.batch_stages import (
         MaskStage,
         StageContext,
@@ -545,7 +433,7 @@ def _read_background(path: str | Path | None) -> bytes | None:
 
 #: flag -> (BatchSettings field, argparse keywords)
 _JOB_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "--model": ("model", {"choices": ["auto", RMBG, U2NET]}),
+    "--model": ("model", {"choices": ["auto", *TIERS]}),
     "--decode-cpus": ("decode_num_cpus", {"type": float, "metavar": "N"}),
     "--finish-cpus": ("finish_num_cpus", {"type": float, "metavar": "N"}),
     "--io-batch-size": ("io_batch_size", {"type": int, "metavar": "N"}),

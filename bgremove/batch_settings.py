@@ -84,20 +84,24 @@ class BatchSettings(FileBackedSettings):
         validation_alias=AliasChoices(
             "BG_REMOVAL_BATCH_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"
         ),
+        description="Region of the S3 bucket.",
     )
     s3_access_key_id: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("BG_REMOVAL_BATCH_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        description="S3 access key ID (better from the environment or a secret).",
     )
     s3_secret_access_key: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices(
             "BG_REMOVAL_BATCH_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"
         ),
+        description="S3 secret access key (better from the environment or a secret).",
     )
     s3_session_token: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("BG_REMOVAL_BATCH_S3_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
+        description="S3 session token of temporary credentials (no flag: environment only).",
     )
 
     @classmethod

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from imaging.pipeline import MaskOutcome, decode_for, finish
 from imaging.resize import ModelInputSpec
 from models.cuda_oom import translate_cuda_oom
 from models.errors import ModelError
-from models.registry import U2NET, U2NetLoadConfig, get_tier, load_predictor
+from models.registry import get_tier, load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -302,18 +302,12 @@ def _failed(base: dict[str, Any], code: str, message: str) -> Record:
     return Record(**base, status="failed", error_code=code, error=message, finished_at=time.time())
 
 
-def resolve_u2net(config: U2NetLoadConfig) -> tuple[ModelInputSpec, U2NetLoadConfig]:
-    """Load U2-Net once (on a worker, as a task) to learn its input and to pin what its load
-    chose (runtime, precision, threads, resizing): every actor then loads that, without
-    timing candidates again, and every row's input matches every actor's model."""
-    predictor: Any = load_predictor(U2NET, config)
-    spec = get_tier(U2NET).input_size(config, predictor)
-    info = predictor.info
-    pinned = replace(
-        config,
-        runtime=info.runtime,
-        precision=info.precision,
-        threads=info.threads,
-        resize=info.resize,
-    )
-    return spec, pinned
+def resolve_tier(name: str, config: Any) -> tuple[ModelInputSpec, Any]:
+    """Load a tier once (on a worker, as a task) to learn its input and to pin what its load
+    chose (`ModelTier.pin`: U2-Net's runtime, precision, threads, resizing): every actor then
+    loads that, without timing candidates again, and every row's input matches every
+    actor's model."""
+    tier = get_tier(name)
+    assert tier.pin is not None, f"{name}'s input is known from its config"
+    predictor = load_predictor(name, config)
+    return tier.input_size(config, predictor), tier.pin(config, predictor)

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,9 +45,9 @@ from bgremove.flags import (
     positive_float,
     positive_int,
 )
+from bgremove.folder_scan import Scan, Stamp, Task, collision_reason, scan, up_to_date
 from bgremove.output import write_atomic
 from bgremove.remover import Outcome, Remover
-from imaging.formats import IMAGE_SUFFIXES
 from models.hardware import usable_cpus
 
 #: worker threads against a service: requests mostly wait on the network
@@ -58,9 +56,6 @@ REMOTE_JOBS = 4
 MIN_LOCAL_JOBS, MAX_LOCAL_JOBS = 2, 8
 #: exit status after Ctrl-C (128 + SIGINT), as shells report it
 INTERRUPTED = 130
-
-Stamp = tuple[int, int]
-"""(mtime_ns, size) of a file: what changes when it is rewritten."""
 
 
 def default_jobs(remote: bool) -> int:
@@ -72,78 +67,6 @@ def default_jobs(remote: bool) -> int:
     if remote:
         return REMOTE_JOBS
     return max(MIN_LOCAL_JOBS, min(usable_cpus(), MAX_LOCAL_JOBS))
-
-
-@dataclass(frozen=True)
-class Task:
-    """One input image and where its result goes."""
-
-    source: Path
-    target: Path
-    #: the input's path relative to the input folder, for messages
-    name: str
-    stamp: Stamp
-
-
-@dataclass
-class Scan:
-    """What a folder holds: images to consider, and what was left aside."""
-
-    tasks: list[Task] = field(default_factory=list)
-    ignored: int = 0
-    #: inputs whose output another input (named) already claims
-    collisions: list[tuple[Task, str]] = field(default_factory=list)
-
-
-def _stamp(path: Path) -> Stamp | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
-
-
-def _walk(root: Path, recursive: bool, skip: Path | None) -> Iterator[Path]:
-    """Files under ``root`` in name order, hidden ones and the folder ``skip`` left out."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if recursive and not d.startswith(".") and (skip is None or here / d != skip)
-        )
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield here / name
-
-
-def scan(source_dir: Path, target_dir: Path, *, recursive: bool, suffix: str) -> Scan:
-    """The images under ``source_dir`` and their outputs under ``target_dir``."""
-    result = Scan()
-    claimed: dict[Path, str] = {}
-    skip = target_dir.resolve()
-    root = source_dir.resolve()
-    for path in _walk(root, recursive, skip):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            result.ignored += 1
-            continue
-        stamp = _stamp(path)
-        if stamp is None or not path.is_file():  # gone since listed, or not a file
-            continue
-        rel = path.relative_to(root)
-        task = Task(path, target_dir / rel.with_suffix(suffix), rel.as_posix(), stamp)
-        owner = claimed.setdefault(task.target, task.name)
-        if owner != task.name:  # a.jpg and a.png both -> a.png
-            result.collisions.append((task, owner))
-        else:
-            result.tasks.append(task)
-    return result
-
-
-def up_to_date(task: Task) -> bool:
-    """Whether the task's output exists and is at least as new as its input."""
-    out = _stamp(task.target)
-    return out is not None and out[0] >= task.stamp[0]
 
 
 @dataclass
@@ -299,10 +222,6 @@ class Runner:
         finally:
             for future in futures:
                 future.cancel()
-
-
-def collision_reason(task: Task, owner: str) -> str:
-    return f"[output_collision] its output {task.target} is {owner}'s too"
 
 
 def plan(found: Scan, *, overwrite: bool, summary: Summary) -> list[Task]:

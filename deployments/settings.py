@@ -114,7 +114,12 @@ class ServiceSettings(RemovalSettings):
     rmbg_max_batch_size: int = Field(
         4, ge=1, le=64, description="10.3 GiB peak per replica on an H100 (fits 0.5 of 24 GiB)."
     )
-    rmbg_batch_wait_timeout_s: float = Field(0.01, ge=0, le=5)
+    rmbg_batch_wait_timeout_s: float = Field(
+        0.01,
+        ge=0,
+        le=5,
+        description="Default batch wait of RMBG-2.0, s (`user_config` in configs).",
+    )
     rmbg_timeout_s: float = Field(30.0, gt=0, description="Per-request mask timeout.")
     rmbg_chaos_error_rate: float = Field(
         0.0, ge=0, le=1, description="Fail this share of batches on purpose (fallback drills)."
@@ -122,11 +127,21 @@ class ServiceSettings(RemovalSettings):
 
     # U2-Net group.
     u2net_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per U2-Net replica.")
-    u2net_num_replicas: int | None = Field(None, ge=0)
-    u2net_autoscaling: dict[str, Any] | None = Field(None)
-    u2net_max_batch_size: int = Field(4, ge=1, le=64)
-    u2net_batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
-    u2net_timeout_s: float = Field(60.0, gt=0)
+    u2net_num_replicas: int | None = Field(
+        None, ge=0, description="Fixed replica count; None leaves it to the Serve config."
+    )
+    u2net_autoscaling: dict[str, Any] | None = Field(
+        None, description="Serve autoscaling_config of the U2-Net group."
+    )
+    u2net_max_batch_size: int = Field(
+        4, ge=1, le=64, description="Default max batch of U2-Net (`user_config` in the configs)."
+    )
+    u2net_batch_wait_timeout_s: float = Field(
+        0.005, ge=0, le=5, description="Default batch wait of U2-Net, s (`user_config` in configs)."
+    )
+    u2net_timeout_s: float = Field(
+        60.0, gt=0, description="U2-Net's share of a request's deadline; beyond it: 504."
+    )
     u2net_int8_build: bool = Field(
         True,
         description="With u2net_precision auto on a CPU without native bf16: make the INT8 "
@@ -149,9 +164,15 @@ class ServiceSettings(RemovalSettings):
     )
 
     # Ingress.
-    ingress_num_cpus: float = Field(1.0, ge=0)
-    ingress_num_replicas: int | None = Field(None, ge=1)
-    ingress_autoscaling: dict[str, Any] | None = Field(None)
+    ingress_num_cpus: float = Field(
+        1.0, ge=0, description="CPUs reserved per ingress replica (decode, compose, encode)."
+    )
+    ingress_num_replicas: int | None = Field(
+        None, ge=1, description="Fixed ingress replica count; None leaves it to the Serve config."
+    )
+    ingress_autoscaling: dict[str, Any] | None = Field(
+        None, description="Serve autoscaling_config of the ingress."
+    )
     status_poll_interval_s: float = Field(2.0, gt=0, description="Replica state refresh.")
 
     # Budgets and backpressure.
@@ -160,11 +181,15 @@ class ServiceSettings(RemovalSettings):
         ge=1024,
         description="Pixels (input + output) one ingress replica holds at once; beyond: 503.",
     )
-    ingress_max_ongoing_requests: int = Field(32, ge=1)
+    ingress_max_ongoing_requests: int = Field(
+        32, ge=1, description="Requests one ingress replica takes at once."
+    )
     ingress_max_queued_requests: int = Field(
         64, ge=1, description="Requests the proxy queues per ingress replica; beyond: 503."
     )
-    rmbg_max_ongoing_requests: int = Field(16, ge=1)
+    rmbg_max_ongoing_requests: int = Field(
+        16, ge=1, description="Masks one RMBG-2.0 replica takes at once."
+    )
     rmbg_max_queued_requests: int = Field(
         32, ge=1, description="Queued masks per RMBG-2.0 group handle; beyond: fallback."
     )

@@ -100,6 +100,19 @@ def _u2net_input(config: U2NetLoadConfig, predictor: Any) -> ModelInputSpec:
     )
 
 
+def _pin_u2net(config: U2NetLoadConfig, predictor: Any) -> U2NetLoadConfig:
+    from dataclasses import replace
+
+    info = predictor.info
+    return replace(
+        config,
+        runtime=info.runtime,
+        precision=info.precision,
+        threads=info.threads,
+        resize=info.resize,
+    )
+
+
 @dataclass(frozen=True)
 class ModelTier:
     """One model tier: what `X-Model-Used` says, where it runs, how it loads.
@@ -127,6 +140,10 @@ class ModelTier:
     uses_gpu: bool = False
     #: the tier that always answers: deployed in every mode, asked when the primary cannot
     fallback: bool = False
+    #: the load config with what a load chose (runtime, precision, ...) fixed, so that other
+    #: processes load the same model without choosing again; None: the config says it all
+    #: (and the tier's input is known without loading it)
+    pin: Callable[[Any, Any], Any] | None = None
 
 
 RMBG = "rmbg-2.0"
@@ -156,6 +173,7 @@ TIERS: dict[str, ModelTier] = {
         settings_prefix="u2net",
         replica_class="deployments.u2net:U2NetDeployment",
         fallback=True,
+        pin=_pin_u2net,
     ),
 }
 

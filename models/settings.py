@@ -160,7 +160,9 @@ class RemovalSettings(FileBackedSettings):
     )
 
     # What one image may cost, and the output presets.
-    max_upload_bytes: int = Field(_DEFAULT_LIMITS.max_bytes, ge=1024)
+    max_upload_bytes: int = Field(
+        _DEFAULT_LIMITS.max_bytes, ge=1024, description="Largest upload; beyond it: 413."
+    )
     max_pixels: int = Field(
         _DEFAULT_LIMITS.max_pixels, ge=1024, description="Refused before decoding."
     )

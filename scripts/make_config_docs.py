@@ -149,34 +149,6 @@ _TYPE_NAMES: dict[Any, str] = {
 }
 
 
-#: Meanings for fields whose `Field(...)` has no description yet, so that no row is blank.
-#: A field's own description always wins, and tests/docs/test_config_docs.py fails once a
-#: field listed here has one (delete its entry then): move these into the code.
-UNTIL_DESCRIBED: dict[str, str] = {
-    "max_upload_bytes": "Largest upload; beyond it: 413.",
-    "rmbg_batch_wait_timeout_s": "Default batch wait of RMBG-2.0, s (`user_config` in configs).",
-    "u2net_num_replicas": "Fixed replica count; None leaves it to the Serve config.",
-    "u2net_autoscaling": "Serve autoscaling_config of the U2-Net group.",
-    "u2net_max_batch_size": "Default max batch of U2-Net (`user_config` in the configs).",
-    "u2net_batch_wait_timeout_s": "Default batch wait of U2-Net, s (`user_config` in configs).",
-    "u2net_timeout_s": "U2-Net's share of a request's deadline; beyond it: 504.",
-    "ingress_num_cpus": "CPUs reserved per ingress replica (decode, compose, encode).",
-    "ingress_num_replicas": "Fixed ingress replica count; None leaves it to the Serve config.",
-    "ingress_autoscaling": "Serve autoscaling_config of the ingress.",
-    "ingress_max_ongoing_requests": "Requests one ingress replica takes at once.",
-    "rmbg_max_ongoing_requests": "Masks one RMBG-2.0 replica takes at once.",
-    "s3_region": "Region of the S3 bucket.",
-    "s3_access_key_id": "S3 access key ID (better from the environment or a secret).",
-    "s3_secret_access_key": "S3 secret access key (better from the environment or a secret).",
-    "s3_session_token": "S3 session token of temporary credentials (no flag: environment only).",
-}
-
-
-def description(name: str, info: FieldInfo) -> str:
-    """The field's own description, else its entry in `UNTIL_DESCRIBED`, else nothing."""
-    return info.description or UNTIL_DESCRIBED.get(name, "")
-
-
 def env_names(name: str, info: FieldInfo, prefix: str) -> list[str]:
     """The environment variables pydantic-settings reads for one field.
 
@@ -276,7 +248,7 @@ def settings_table(
         bounds = constraints_text(info)
         if bounds:
             kind = f"{kind} ({bounds})"
-        cells = [f"`{name}`", variables, kind, default_text(info), description(name, info)]
+        cells = [f"`{name}`", variables, kind, default_text(info), info.description or ""]
         if flags is not None:
             cells.insert(2, f"`{flags[name]}`" if name in flags else "")
         rows.append("| " + " | ".join(cell(text) for text in cells) + " |")

@@ -30,4 +30,7 @@ fi
 export BG_REMOVAL_REQUIRE_BROWSER=1
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/python -m pytest "$@"
+# Two workers: the Ray tests in one, the rest beside them at a lower priority
+# (docs/architecture.md#tests); PyTorch's idle threads sleep instead of spinning.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+.venv/bin/python -m pytest -n 2 "$@"

@@ -9,6 +9,9 @@ import pytest
 
 from tests.support import shared
 
+#: how the two xdist workers of `scripts/test.sh` share the tests and the CPU
+pytest_plugins = ["tests.support.workers"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

@@ -12,6 +12,7 @@ import yaml
 
 from bgremove import batch
 from bgremove.batch import BatchSettings, BatchSummary, Plan, output_name, plan_work
+from bgremove.batch_resources import fit_memory, model_stages
 from bgremove.errors import UsageError
 from bgremove.flags import option_fields
 from bgremove.manifest import MANIFEST, PARTS_DIR, Manifest, Record, options_fingerprint
@@ -20,6 +21,8 @@ from imaging.memory import RENDER_BASE_MEMORY, RENDER_BYTES_PER_PIXEL, render_me
 from imaging.options import RenderOptions
 from imaging.pipeline import Limits
 from imaging.presets import load_presets, preset_fields
+from models.registry import RMBG
+from models.settings import RemovalSettings
 
 REPO = Path(__file__).resolve().parents[2]
 FP = "f" * 16
@@ -206,5 +209,45 @@ def test_finish_tasks_reserve_what_the_service_ingress_does() -> None:
 
 def test_a_reservation_no_node_can_hold_is_capped() -> None:
     gib = 1024**3
-    assert batch.fit_memory(2 * gib, [16 * gib, 4 * gib], "finish") == 2 * gib
-    assert batch.fit_memory(3 * gib, [4 * gib], "finish") == 2 * gib
+    assert fit_memory(2 * gib, [16 * gib, 4 * gib], "finish") == 2 * gib
+    assert fit_memory(3 * gib, [4 * gib], "finish") == 2 * gib
+
+
+def _service(**values: Any) -> RemovalSettings:
+    return RemovalSettings(rmbg_path="/weights/rmbg", rmbg_resolution=512, **values)
+
+
+def test_gpu_stages_come_from_the_registry_and_the_cluster() -> None:
+    """RMBG-2.0's stage (a GPU tier: its input is known from its config, no Ray needed): one
+    actor per GPU share, the device the settings name; auto picks it where GPUs are."""
+    cluster = {"CPU": 8.0, "GPU": 2.0}
+    (stage,) = model_stages(
+        BatchSettings(rmbg_num_gpus=0.5), _service(fallback=False, device="cuda"), cluster
+    )
+    assert (stage.tier, stage.num_gpus, stage.max_actors, stage.batch_size) == (RMBG, 0.5, 4, 8)
+    assert stage.config.device == "cuda" and stage.config.source == "/weights/rmbg"
+    assert (stage.spec.width, stage.spec.height) == (512, 512)
+    assert stage.config.threads == 1  # one CPU per actor (rmbg_num_cpus)
+    (auto,) = model_stages(BatchSettings(), _service(fallback=False), cluster)
+    assert auto.tier == RMBG and auto.num_gpus == 1.0 and auto.max_actors == 2
+    (on_cpus,) = model_stages(
+        BatchSettings(model=RMBG, rmbg_num_cpus=4), _service(fallback=False), {"CPU": 8.0}
+    )
+    assert (on_cpus.num_gpus, on_cpus.max_actors, on_cpus.config.device) == (0.0, 1, "cpu")
+    assert on_cpus.config.threads == 4
+
+
+@pytest.mark.parametrize(
+    ("batch_values", "service_values", "says"),
+    [
+        ({"rmbg_num_gpus": 1.0}, {}, "set --rmbg-gpus 0 to run it on CPUs, or --model u2net"),
+        ({"rmbg_num_gpus": 0.0}, {"device": "cuda"}, "RMBG-2.0's actors get no GPU"),
+    ],
+)
+def test_a_gpu_share_the_cluster_cannot_give_is_a_usage_error(
+    batch_values: dict[str, Any], service_values: dict[str, Any], says: str
+) -> None:
+    settings = BatchSettings(model=RMBG, **batch_values)
+    with pytest.raises(UsageError, match=says) as caught:
+        model_stages(settings, _service(**service_values), {"CPU": 4.0})
+    assert caught.value.code == "resources"

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from bgremove.cli import build_parser, main
-from bgremove.folder import scan
+from bgremove.folder_scan import scan
 from bgremove.local import load_masker
 from bgremove.settings import cli_settings
 from imaging.compose import subject_bbox

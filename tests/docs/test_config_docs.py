@@ -55,9 +55,10 @@ def test_every_setting_has_a_row_with_its_description(settings_cls: type[BaseSet
     for name, info in settings_cls.model_fields.items():
         rows = [line for line in page.splitlines() if line.startswith(f"| `{name}` |")]
         assert rows, f"{settings_cls.__name__}.{name} has no row"
-        if info.description:
-            wanted = " ".join(info.description.split()).replace("|", "\\|")
-            assert any(wanted in row for row in rows), f"{name}: description missing"
+        # the page's meaning is the code's: every field says what it is where it is defined
+        assert info.description, f"{settings_cls.__name__}.{name}: Field(description=...)"
+        wanted = " ".join(info.description.split()).replace("|", "\\|")
+        assert any(wanted in row for row in rows), f"{name}: description missing"
 
 
 def test_variables_are_the_ones_the_settings_read(
@@ -132,17 +133,6 @@ def test_table_covers_inherited_fields_and_reads_types(make_config_docs: dict[st
     )
     assert lines[3] == "| `mode` | `X_MODE` | `fast`, `exact` | `fast` | How to resize. |"
     assert lines[4] == "| `keys` | `X_KEYS` | comma-separated list | empty |  |"
-
-
-def test_stand_in_meanings_only_fill_gaps(make_config_docs: dict[str, Any]) -> None:
-    """`UNTIL_DESCRIBED` covers fields that have no description of their own, and only those:
-    once the code describes a field, its stand-in must go (the code's text is the page's)."""
-    fields = {**ServiceSettings.model_fields, **BatchSettings.model_fields}
-    stand_ins = make_config_docs["UNTIL_DESCRIBED"]
-    unknown = sorted(set(stand_ins) - set(fields))
-    assert unknown == [], f"UNTIL_DESCRIBED names fields that do not exist: {unknown}"
-    described = sorted(name for name in stand_ins if fields[name].description)
-    assert described == [], f"described in the code now; delete from UNTIL_DESCRIBED: {described}"
 
 
 def test_no_setting_has_a_blank_meaning() -> None:

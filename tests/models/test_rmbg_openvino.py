@@ -15,18 +15,16 @@ import pytest
 import torch
 from PIL import Image
 
-from models import errors, rmbg_openvino
+from models import errors, rmbg_openvino, rmbg_openvino_cache
 from models.birefnet import BiRefNet, BiRefNetConfig
 from models.rmbg import RMBGPredictor, load_rmbg_predictor, select_runtime
 from models.rmbg_openvino import (
-    OpenVINOBuildError,
     RMBGOpenVINOPredictor,
-    cache_key,
     choose_precision,
-    default_cache_dir,
     normalize_precision,
     precision_candidates,
 )
+from models.rmbg_openvino_cache import OpenVINOBuildError, cache_key, default_cache_dir
 from models.rmbg_weights import build_birefnet, load_birefnet
 from tests.support.birefnet_weights import write_synthetic_checkpoint
 from tests.support.shared import IMAGES
@@ -121,7 +119,7 @@ def test_restart_reuses_conversion_and_precision_measurement(
     ov_cache: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(rmbg_openvino, "convert_birefnet", _refuse_conversion)
+    monkeypatch.setattr(rmbg_openvino_cache, "convert_birefnet", _refuse_conversion)
     # pretend the CPU has native bf16 so that the measuring path runs on any machine
     monkeypatch.setattr(rmbg_openvino, "precision_candidates", lambda caps: ["f32", "bf16"])
     # a first start: on a CPU with native bf16 the fixture's own start measured and kept a
@@ -180,7 +178,7 @@ def test_fallback_to_pytorch_when_conversion_fails(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("unsupported operation aten::nothing")
 
-    monkeypatch.setattr(rmbg_openvino, "convert_birefnet", broken)
+    monkeypatch.setattr(rmbg_openvino_cache, "convert_birefnet", broken)
     pred = load_rmbg_predictor(
         lite_dir, arch=ARCH, resolution=RESOLUTION, device="cpu", cache_dir=tmp_path
     )
@@ -205,7 +203,7 @@ def test_fallback_when_compilation_fails_keeps_the_cache(
         raise RuntimeError("no kernel for this node")
 
     monkeypatch.setattr(RMBGOpenVINOPredictor, "_compile", broken)
-    monkeypatch.setattr(rmbg_openvino, "convert_birefnet", _refuse_conversion)
+    monkeypatch.setattr(rmbg_openvino_cache, "convert_birefnet", _refuse_conversion)
     pred = load_rmbg_predictor(
         lite_dir, arch=ARCH, resolution=RESOLUTION, device="cpu", cache_dir=ov_cache
     )
@@ -224,7 +222,7 @@ def test_unreadable_cache_entry_is_discarded(
     copy = tmp_path / entry.name
     shutil.copytree(entry, copy)
     (copy / "model.xml").write_text("<net>truncated")
-    monkeypatch.setattr(rmbg_openvino, "convert_birefnet", _refuse_conversion)
+    monkeypatch.setattr(rmbg_openvino_cache, "convert_birefnet", _refuse_conversion)
     with pytest.raises(OpenVINOBuildError, match="conversion failed: RuntimeError"):
         RMBGOpenVINOPredictor(model, resolution=RESOLUTION, cache_dir=tmp_path)
     assert not copy.exists()
@@ -245,7 +243,7 @@ def test_a_full_disk_keeps_the_converted_model_in_memory(
         raise RuntimeError("basic_ios::clear: iostream error")
 
     converted = ov.Core().read_model(ov_predictor.cache_file)
-    monkeypatch.setattr(rmbg_openvino, "convert_birefnet", lambda *a, **k: converted)
+    monkeypatch.setattr(rmbg_openvino_cache, "convert_birefnet", lambda *a, **k: converted)
     monkeypatch.setattr(ov, "save_model", full_disk)
     pred = RMBGOpenVINOPredictor(model, resolution=RESOLUTION, cache_dir=tmp_path)
     info = pred.describe()

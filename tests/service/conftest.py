@@ -1,9 +1,10 @@
 """A real Ray cluster and Serve instance on 127.0.0.1 for the service tests.
 
-One cluster per test session, with one logical GPU declared (there is no real
-GPU here) so fractional-GPU placement can be proven. Apps are deployed under
-their own route prefixes with settings built from synthetic RMBG-2.0 weights
-(birefnet-lite at a small resolution) and the real u2netp model.
+One cluster for this package (its fixtures are package-scoped: the cluster and its apps go
+when the package's last test has run, not at the end of the whole run), with one logical
+GPU declared (there is no real GPU here) so fractional-GPU placement can be proven. Apps
+are deployed under their own route prefixes with settings built from synthetic RMBG-2.0
+weights (birefnet-lite at a small resolution) and the real u2netp model.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def model_files(shared_data: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Synthetic birefnet-lite checkpoint and a U2NET_HOME holding the real u2netp (every
     app's, so every test on an app requests `shared_data` through this)."""
@@ -49,7 +50,7 @@ def model_files(shared_data: None, tmp_path_factory: pytest.TempPathFactory) -> 
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[dict[str, str]]:
     """Ray (16 logical CPUs, 1 logical GPU) with its dashboard, which serves Serve's REST API.
 
@@ -75,7 +76,7 @@ def cluster() -> Iterator[dict[str, str]]:
         ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def base_args(model_files: dict[str, Path]) -> dict[str, Any]:
     """Settings for a CPU-only app on the test models; each test app overrides some."""
     return {
@@ -86,9 +87,9 @@ def base_args(model_files: dict[str, Path]) -> dict[str, Any]:
         "rmbg_num_gpus": 0,
         "rmbg_num_cpus": 0.5,
         "rmbg_num_replicas": 1,
-        # RMBG-2.0 on the CPU runs on OpenVINO (the default): converted once per session
+        # RMBG-2.0 on the CPU runs on OpenVINO (the default): converted once per package run
         "rmbg_cache_dir": str(model_files["openvino_cache"]),
-        # U2-Net's runtime choice is measured once per session, then reused by every app
+        # U2-Net's runtime choice is measured once per package run, then reused by every app
         "u2net_tuning_cache_dir": str(model_files["u2net_tuning"]),
         "rmbg_batch_wait_timeout_s": 0.05,
         "u2net_model": "u2netp",
@@ -208,13 +209,13 @@ def _applied(name: str, before: float | None) -> bool:
     return app.status == "RUNNING" and all(d.status == "HEALTHY" for d in app.deployments.values())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def deployer(cluster: dict[str, str], base_args: dict[str, Any]) -> ServeDeployer:
     wait_for(lambda: httpx.get(cluster["dashboard"], timeout=5).status_code < 500)
     return ServeDeployer(cluster, base_args)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def deploy(deployer: ServeDeployer) -> Callable[..., str]:
     return deployer.deploy
 
@@ -228,7 +229,7 @@ def base_app(deploy: Callable[..., str], deployer: ServeDeployer) -> Iterator[st
     deployer.delete("main")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def u2netp_settings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The u2netp app's .env file, as the migration guide writes one."""
     path = tmp_path_factory.mktemp("env") / ".env"
@@ -236,11 +237,11 @@ def u2netp_settings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def u2netp_app(deploy: Callable[..., str], u2netp_settings_file: Path) -> str:
     """A U2-Net-only app on the real u2netp, shared by the modules that only need a mask
     and by test_fallback.py's check of what `model=u2net` deploys (one deployment for all
-    of them, kept for the session).
+    of them, kept for the package).
 
     Its model comes from a .env file named by `BG_REMOVAL_ENV_FILE` in the app's runtime_env,
     not from its args: every test on this app runs on settings read from a .env file by
@@ -250,7 +251,7 @@ def u2netp_app(deploy: Callable[..., str], u2netp_settings_file: Path) -> str:
     return deploy("u2netp", env_vars=env_vars, u2net_model="u2netp")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dialects_app(deploy: Callable[..., str]) -> str:
     """A U2-Net-only app (real u2netp) that fetches image URLs, for the rembg and remove.bg
     dialects' tests: `url_fetch=allowlist` naming 127.0.0.1/32 (the tests' image servers
@@ -265,13 +266,13 @@ def dialects_app(deploy: Callable[..., str]) -> str:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def keyed_app_key() -> str:
     """The API key `keyed_app` accepts."""
     return "test-key-one"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def keyed_app(deploy: Callable[..., str], keyed_app_key: str) -> str:
     """A U2-Net-only app (real u2netp) that needs an API key (`keyed_app_key`) and shows no
     details in health, for the tests of each dialect's auth errors."""
