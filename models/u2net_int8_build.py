@@ -197,6 +197,8 @@ class Int8Builder:
             "--nice",
             str(self.budget.nice),
             *(["--idle"] if self.budget.idle else []),
+            "--parent",
+            str(os.getpid()),
         ]
         # the child imports this package from where this process has it (a Ray worker's
         # working directory need not be the project's)
@@ -227,6 +229,24 @@ class Int8Builder:
             self._set("failed", status.reason)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel send this child SIGTERM when the replica that started it dies.
+
+    A replica killed mid-build (SIGKILL, a lost node's pod) releases the build lock with its
+    death; a build left running without the lock would race the build of the replica that
+    takes the lock next. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM) != 0:
+        log.warning("INT8 build: cannot follow the parent's death (errno %d)", ctypes.get_errno())
+    if os.getppid() != parent:  # it died before the prctl
+        raise SystemExit(1)
+
+
 def _limit_cpus(threads: int) -> None:
     """Keep this process on ``threads`` of the CPUs it may use (the last ones: a replica's
     threads start from the first), where the platform allows it."""
@@ -247,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--nice", type=int, default=10)
     parser.add_argument("--idle", action="store_true", help="SCHED_IDLE (Linux)")
+    parser.add_argument("--parent", type=int, help="stop when this process (the replica) dies")
     args = parser.parse_args(argv)
+    if args.parent is not None:
+        _die_with_parent(args.parent)
     os.nice(args.nice)
     if args.idle and hasattr(os, "SCHED_IDLE"):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

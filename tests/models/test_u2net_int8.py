@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -404,3 +406,64 @@ def test_plan_offers_int8_only_when_usable() -> None:
     refused = plan_candidates(precision="auto", int8_exclusion="no INT8 model", **common)
     assert all(c.precision != "int8" for c in refused.candidates)
     assert refused.excluded["openvino/int8"] == "no INT8 model"
+
+
+#: A replica that starts the background build and prints its pid (then waits for it).
+_REPLICA = """
+import os, sys, time
+from pathlib import Path
+from models.u2net_int8_build import BuildBudget, Int8Builder
+from models.u2net_weights import resolve_u2net_weights
+weights = resolve_u2net_weights("u2net", home=Path(sys.argv[1]), allow_download=False)
+Int8Builder(weights, BuildBudget(threads=1, nice=0, idle=False)).start()
+print(os.getpid(), flush=True)
+time.sleep(600)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone while listed
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_replica_killed_mid_build_takes_its_build_with_it(tmp_path: Path) -> None:
+    """SIGKILL (nothing of the replica's own runs) ends its build child too: the lock it held
+    goes with it and no build goes on unlocked to race the next replica's."""
+    home = _home_with_u2net(tmp_path / "home")
+    replica = subprocess.Popen(
+        [sys.executable, "-c", _REPLICA, str(home)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert replica.stdout is not None and int(replica.stdout.readline()) == replica.pid
+        deadline = time.monotonic() + 60
+        while not (builds := _children(replica.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(builds) == 1, "the replica started no build child"
+        (build,) = builds
+        time.sleep(2)  # well into its start: the build has begun to import
+    finally:
+        replica.kill()
+        replica.wait()
+    deadline = time.monotonic() + 30
+    while _alive(build) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(build), "the build went on after its replica died"
+    weights = resolve_u2net_weights("u2net", home=home, allow_download=False)
+    assert not int8_files(weights)[0].exists()
