@@ -39,7 +39,7 @@ def drill(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             done = subprocess.run(
                 command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=DRILL_TIMEOUT_S
             )
-    finally:  # the other xdist worker's tests wait for this (tests/conftest.py)
+    finally:  # the other xdist worker's tests wait for this (tests/support/workers.py)
         (out / DRILL_DONE).touch()
     text = log.read_text()
     if done.returncode == NO_NAMESPACE:

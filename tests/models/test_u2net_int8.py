@@ -37,6 +37,7 @@ from models.u2net_int8 import (
 from models.u2net_int8_build import PHOTOS, BuildBudget, Int8Builder, build_lock, shipped_photos
 from models.u2net_tuning import cpu_has_native_bf16, plan_candidates
 from models.u2net_weights import resolve_u2net_weights
+from tests.support.http import wait_for
 from tests.support.shared import IMAGES, U2NETP
 from tests.support.u2net_parity import (
     FAR_FRACTION_MAX,
@@ -421,25 +422,28 @@ time.sleep(600)
 """
 
 
+def _stat(path: Path) -> list[str] | None:
+    """A /proc/<pid>/stat's fields after the command name (state, parent pid, ...); None
+    when the process is gone."""
+    try:
+        return path.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def _children(pid: int) -> list[int]:
-    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
+    """Live (not zombie) processes whose parent is ``pid``."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone while listed
-            continue
-        if fields[0] != "Z" and int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat(path)
+        if fields is not None and fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(path.parent.name))
     return found
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    return fields is not None and fields[0] != "Z"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
@@ -452,18 +456,14 @@ def test_a_replica_killed_mid_build_takes_its_build_with_it(tmp_path: Path) -> N
     )
     try:
         assert replica.stdout is not None and int(replica.stdout.readline()) == replica.pid
-        deadline = time.monotonic() + 60
-        while not (builds := _children(replica.pid)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(builds) == 1, "the replica started no build child"
+        builds = wait_for(lambda: _children(replica.pid), timeout_s=60, interval_s=0.1)
+        assert len(builds) == 1, builds
         (build,) = builds
         time.sleep(2)  # well into its start: the build has begun to import
     finally:
         replica.kill()
         replica.wait()
-    deadline = time.monotonic() + 30
-    while _alive(build) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(build), "the build went on after its replica died"
+    # the build went on after its replica died if this times out
+    wait_for(lambda: not _alive(build), timeout_s=30, interval_s=0.1)
     weights = resolve_u2net_weights("u2net", home=home, allow_download=False)
     assert not int8_files(weights)[0].exists()

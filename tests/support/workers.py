@@ -12,13 +12,14 @@ checks and drills. Without xdist, or with one worker, nothing here changes a thi
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from pathlib import Path
 
 import pytest
 from xdist.remote import Producer
 from xdist.scheduler import LoadScopeScheduling
+
+from tests.support.http import wait_for
 
 #: Test folders one worker runs as one unit, in collection order.
 RAY_FOLDERS = ("batch", "cluster", "service")
@@ -84,10 +85,9 @@ def share_the_cpu(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 
 def _wait_for_the_drill(run_dir: Path) -> None:
-    """Until the cluster drill's fixture says it is over (on any worker of this run)."""
-    deadline = time.monotonic() + DRILL_WAIT_S
-    while not any(run_dir.glob(f"*/cluster-drill*/{DRILL_DONE}")):
-        if time.monotonic() > deadline:
-            warnings.warn(f"the cluster drill was not over after {DRILL_WAIT_S} s", stacklevel=1)
-            return
-        time.sleep(0.5)
+    """Until the cluster drill's fixture says it is over (on any worker of this run); past
+    `DRILL_WAIT_S` the tests go on, with a warning."""
+    try:
+        wait_for(lambda: any(run_dir.glob(f"*/cluster-drill*/{DRILL_DONE}")), DRILL_WAIT_S, 0.5)
+    except AssertionError:
+        warnings.warn(f"the cluster drill was not over after {DRILL_WAIT_S} s", stacklevel=1)
