@@ -253,17 +253,20 @@ class LocalCluster:
     def start_node(self, node: Node) -> None:
         """`ray start` for one node (again, after `kill_node`: a new node id, same ports)."""
         node.temp_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.root / f"{node.name}.start.log").open("ab")
+        log_path = self.root / f"{node.name}.start.log"
         env = {**self.env, **node.env}
-        subprocess.run(
-            [str(VENV_BIN / "ray"), "start", *node.args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=START_TIMEOUT_S,
-            check=True,
-            cwd=ROOT,
-        )
+        with log_path.open("ab") as log:
+            done = subprocess.run(
+                [str(VENV_BIN / "ray"), "start", *node.args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=START_TIMEOUT_S,
+                cwd=ROOT,
+            )
+        if done.returncode != 0:  # its log goes with the cluster's temp dir: say it now
+            tail = log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"`ray start` of {node.name} exited {done.returncode}:\n{tail}")
 
     def kill_node(self, node: Node, sig: int = signal.SIGKILL) -> list[int]:
         """Kill every process of one node, as a lost machine would; returns the pids."""

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from benchmarks.cluster_ci import NO_NAMESPACE
-from tests.support.workers import DRILL_DONE
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Where a private network namespace cannot be made, run on the machine's network instead.
@@ -34,13 +33,10 @@ def drill(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if os.environ.get(SHARED_NETWORK) == "1":
         command.append("--shared-network")
     log = out / "drill.log"
-    try:
-        with log.open("w") as f:
-            done = subprocess.run(
-                command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=DRILL_TIMEOUT_S
-            )
-    finally:  # the other xdist worker's tests wait for this (tests/support/workers.py)
-        (out / DRILL_DONE).touch()
+    with log.open("w") as f:
+        done = subprocess.run(
+            command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=DRILL_TIMEOUT_S
+        )
     text = log.read_text()
     if done.returncode == NO_NAMESPACE:
         pytest.skip(f"{text.strip()}; set {SHARED_NETWORK}=1 to run on the machine's network")

@@ -50,7 +50,7 @@ from tests.support.u2net_parity import (
 )
 
 #: Upper bound of a wait on a build, a switch or a lock: generous, since this module may run
-#: at nice 19 beside the Ray tests (tests/support/workers.py); the suite's timeout is 600 s.
+#: under SCHED_IDLE beside the Ray tests (tests/support/workers.py); the suite's timeout is 600 s.
 WAIT_S = 400
 
 pytestmark = [
@@ -72,8 +72,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Int8Builder]:
     photos), and the builder: the INT8 model every test here uses."""
     home = _home_with_u2net(tmp_path_factory.mktemp("int8") / "home")
     weights = resolve_u2net_weights("u2net", home=home, allow_download=False)
-    # the build's result is under test here, not its yielding: a SCHED_IDLE child would wait
-    # for whatever else runs on the machine (the Ray tests beside this worker)
+    # the build's result is under test here, not its yielding (in `scripts/test.sh` this
+    # worker, and so the child, runs under SCHED_IDLE anyway: tests/support/workers.py)
     builder = Int8Builder(weights, BuildBudget(threads=usable_cpus(), nice=0, idle=False))
     builder.run()
     return home, builder
