@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bgremove import batch
+from bgremove import batch, batch_command
 from bgremove.batch_stages import resolve_u2net
 from bgremove.manifest import SUMMARY
 from bgremove.storage import open_location
@@ -219,7 +219,7 @@ def run_job(src: Path, dst: Path, args: argparse.Namespace) -> dict[str, Any]:
         env["U2NET_HOME"] = args.u2net_home
     os.environ.update(env)
     parser = argparse.ArgumentParser(prog="bgremove")
-    batch.add_parser(parser.add_subparsers(dest="command", required=True))
+    batch_command.add_parser(parser.add_subparsers(dest="command", required=True))
     argv = ["batch", str(src), str(dst), "--preset", args.preset, "--model", "u2net"]
     cli_args = parser.parse_args(argv)
     status = cli_args.func(cli_args)

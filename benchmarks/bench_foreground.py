@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_foreground.py [--runs 7] [--skip-rembg]
 
 Accuracy: a real photo as the true foreground F, mixed through a known soft matte (a disc with
-a wide blurred rim plus hair-like strands, `imaging.foreground.synthetic_matte`) over saturated
+a wide blurred rim plus hair-like strands, `imaging.matte_truth.synthetic_matte`) over saturated
 and textured backgrounds: I = aF + (1 - a)B. Error: mean |F_est - F| (0..255) over the soft
 pixels, for the raw cut-out (F_est = I), the paper's blur-fusion x2 (Forte & Pitie 2021, as
 published: windows of 91 and 7 px, weights a and 1 - a, F corrected alone; reimplemented here
@@ -35,8 +35,9 @@ import numpy as np
 from PIL import Image
 
 from imaging.compose import cutout
-from imaging.foreground import composite, edge_error, estimate_foreground, synthetic_matte
+from imaging.foreground import estimate_foreground
 from imaging.foreground import warmup as warmup_foreground
+from imaging.matte_truth import composite, edge_error, synthetic_matte
 from models.hardware import cpu_name as cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]

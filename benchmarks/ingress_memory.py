@@ -22,7 +22,7 @@ with its own environment:
 - ``default``: glibc's defaults (up to 8 arenas per core);
 - ``arena2``: MALLOC_ARENA_MAX=2;
 - ``trim``: glibc's defaults, `malloc_trim(0)` after every sample;
-- ``nocache``: glibc's defaults, the canvas cache of `imaging.compose` cleared after every
+- ``nocache``: glibc's defaults, the canvas cache of `imaging.backdrops` cleared after every
   request (what the cache holds is then excluded);
 - ``mmap1m``: MALLOC_MMAP_THRESHOLD_=1 MiB (fixed: glibc no longer raises it);
 - ``arena2_mmap1m``: both variables;
@@ -164,10 +164,10 @@ def malloc_trim() -> None:
 
 
 def canvas_cache_bytes() -> dict[str, Any]:
-    """What `imaging.compose`'s canvas cache holds: entries and MiB of pixels."""
-    from imaging import compose
+    """What `imaging.backdrops`' canvas cache holds: entries and MiB of pixels."""
+    from imaging import backdrops
 
-    cache = compose._CANVASES
+    cache = backdrops._CANVASES
     return {
         "entries": len(cache),
         "hits": cache.hits,
@@ -193,7 +193,7 @@ def theil_sen(points: list[tuple[float, float]]) -> float:
 
 async def _run(opts: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.cluster_soak import MIX
-    from imaging import compose
+    from imaging import backdrops
     from imaging.foreground import warmup as warm_up_edges
     from imaging.limits import Limits
     from imaging.options import RenderOptions
@@ -243,7 +243,7 @@ async def _run(opts: argparse.Namespace) -> dict[str, Any]:
             assert result.body
             done += 1
             if nocache:
-                compose._CANVASES.clear()
+                backdrops._CANVASES.clear()
 
     pending: set[asyncio.Task[None]] = set()
     total = opts.warmup + opts.requests

@@ -16,11 +16,9 @@ the models and limits are the service's own settings (BG_REMOVAL_* variables).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -29,17 +27,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from bgremove.errors import SetupError, UsageError
-from bgremove.flags import SUFFIXES, add_option_flags, option_fields
+from bgremove.errors import UsageError
+from bgremove.flags import SUFFIXES
 from imaging.errors import InvalidOptionError
 from imaging.formats import IMAGE_SUFFIXES
 from imaging.memory import DECODE_BASE_MEMORY as DECODE_BASE_MEMORY  # BatchSettings' rule
 from imaging.options import RenderOptions
 from imaging.presets import load_presets, preset_fields
-from models.registry import TIERS
 
-if TYPE_CHECKING:  # settings (pydantic), storage (pyarrow) and manifest load with a job, not
-    # with the command line: `bgremove --help` builds this subcommand's parser
+if TYPE_CHECKING:  # settings (pydantic), storage (pyarrow) and manifest load when a job runs,
+    # not with the plan and summary helpers
     from bgremove.batch_settings import BatchSettings
     from bgremove.manifest import Manifest, Record
     from bgremove.storage import FileEntry
@@ -47,16 +44,6 @@ if TYPE_CHECKING:  # settings (pydantic), storage (pyarrow) and manifest load wi
     from models.settings import RemovalSettings
 
 log = logging.getLogger(__name__)
-
-
-def __getattr__(name: str) -> Any:
-    """``bgremove.batch.BatchSettings``, still the settings' name here (tests, docs), imported
-    on first use (PEP 562) from `bgremove.batch_settings`, out of the command line's start."""
-    if name == "BatchSettings":
-        from bgremove.batch_settings import BatchSettings
-
-        return BatchSettings
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: order of the per-image steps in reports
@@ -427,125 +414,3 @@ def _read_background(path: str | Path | None) -> bytes | None:
         return Path(path).read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read --bg-image {path}: {exc}", code="bg_image") from None
-
-
-# -- the subcommand -------------------------------------------------------------------------
-
-#: flag -> (BatchSettings field, argparse keywords)
-_JOB_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "--model": ("model", {"choices": ["auto", *TIERS]}),
-    "--decode-cpus": ("decode_num_cpus", {"type": float, "metavar": "N"}),
-    "--finish-cpus": ("finish_num_cpus", {"type": float, "metavar": "N"}),
-    "--io-batch-size": ("io_batch_size", {"type": int, "metavar": "N"}),
-    "--decode-memory-mb": ("decode_memory_mb", {"type": int, "metavar": "MB"}),
-    "--finish-memory-mb": ("finish_memory_mb", {"type": int, "metavar": "MB"}),
-    "--u2net-actors": ("u2net_actors", {"type": int, "metavar": "N"}),
-    "--u2net-cpus": ("u2net_num_cpus", {"type": float, "metavar": "N"}),
-    "--u2net-batch-size": ("u2net_batch_size", {"type": int, "metavar": "N"}),
-    "--rmbg-actors": ("rmbg_actors", {"type": int, "metavar": "N"}),
-    "--rmbg-gpus": ("rmbg_num_gpus", {"type": float, "metavar": "N"}),
-    "--rmbg-cpus": ("rmbg_num_cpus", {"type": float, "metavar": "N"}),
-    "--rmbg-batch-size": ("rmbg_batch_size", {"type": int, "metavar": "N"}),
-    "--retry-failed": ("retry_failed", {"action": "store_const", "const": True}),
-    "--manifest-flush-s": ("manifest_flush_s", {"type": float, "metavar": "SECONDS"}),
-    "--ray-address": ("ray_address", {"metavar": "ADDRESS"}),
-}
-_S3_FLAGS: dict[str, tuple[str, str]] = {
-    "--s3-endpoint-url": ("s3_endpoint_url", "AWS_ENDPOINT_URL"),
-    "--s3-region": ("s3_region", "AWS_REGION"),
-    "--s3-access-key-id": ("s3_access_key_id", "AWS_ACCESS_KEY_ID"),
-    "--s3-secret-access-key": ("s3_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-}
-
-DESCRIPTION = """\
-Remove the background of every image under SRC into DST with Ray Data: the service's
-decoding, limits, models (RMBG-2.0 on GPUs when the cluster has them, U2-Net on CPUs, U2-Net
-for any image RMBG-2.0 cannot do) and output options. SRC and DST are folders or
-s3://bucket/prefix. DST gets each result under its input's relative path with the output
-format's extension, manifest.jsonl (one record per input) and summary.json. Running again
-skips what is done; bad inputs are recorded, the job goes on (exit status 1).
-
-Runs on a local Ray (started here) or on the cluster of RAY_ADDRESS (ray job submit).
-Settings: BG_REMOVAL_BATCH_* variables or the flags below; models and limits: the service's
-BG_REMOVAL_* variables; S3: AWS_* variables or the --s3-* flags.
-
-examples:
-  bgremove batch photos/ cutouts/ --preset marketplace-white
-  bgremove batch s3://my-bucket/photos s3://my-bucket/cutouts --format webp
-"""
-
-
-#: a job flag's help until shown: its `BatchSettings` field's description (`_JobHelpFormatter`)
-_SETTING_HELP = "<the BatchSettings field's description>"
-
-
-class _JobHelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Shows a job flag's help from its `BatchSettings` field (one text for the flag, its
-    variable and docs/), read only when help is printed: building the parser, as
-    ``bgremove --help`` and every command line do, loads no pydantic."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.help == _SETTING_HELP:
-            from bgremove.batch_settings import BatchSettings
-
-            return BatchSettings.model_fields[action.dest].description
-        return super()._get_help_string(action)
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``batch`` with its arguments, the API's option flags and the job's."""
-    parser = subparsers.add_parser(
-        "batch",
-        help="a catalogue job on Ray Data: folders or S3 prefixes, resumable",
-        description=DESCRIPTION,
-        formatter_class=_JobHelpFormatter,
-    )
-    parser.add_argument("src", metavar="SRC", help="input folder or s3://bucket/prefix")
-    parser.add_argument("dst", metavar="DST", help="output folder or s3://bucket/prefix")
-    add_option_flags(parser)
-    job = parser.add_argument_group("job resources and resume (BG_REMOVAL_BATCH_* variables)")
-    for flag, (name, kwargs) in _JOB_FLAGS.items():
-        job.add_argument(flag, dest=name, default=None, help=_SETTING_HELP, **kwargs)
-    s3 = parser.add_argument_group("S3 (default: the AWS_* variables, then ~/.aws, IAM roles)")
-    for flag, (name, env) in _S3_FLAGS.items():
-        s3.add_argument(flag, dest=name, default=None, metavar="VALUE", help=f"default: ${env}")
-    parser.set_defaults(func=run)
-
-
-def settings_from_args(args: argparse.Namespace) -> BatchSettings:
-    """`BatchSettings` from the environment, with the flags that were given on top."""
-    from pydantic import ValidationError
-
-    from bgremove.batch_settings import BatchSettings
-    from models.settings_file import SettingsFileError
-
-    names = [name for name, _ in _JOB_FLAGS.values()] + [n for n, _ in _S3_FLAGS.values()]
-    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    try:
-        return BatchSettings.load(**given)
-    except (ValidationError, SettingsFileError) as exc:
-        raise UsageError(f"invalid batch settings: {exc}", code="settings") from None
-
-
-def run(args: argparse.Namespace) -> int:
-    """The ``batch`` subcommand: run the job, print its summary, return the exit status."""
-    from pydantic import ValidationError
-
-    from models.settings import RemovalSettings
-    from models.settings_file import SettingsFileError
-
-    settings = settings_from_args(args)
-    try:
-        service = RemovalSettings.load()
-    except (ValidationError, SettingsFileError) as exc:
-        raise SetupError(f"invalid BG_REMOVAL_* settings: {exc}", code="settings") from None
-    summary = run_batch(
-        args.src,
-        args.dst,
-        option_fields(args),
-        settings,
-        service,
-        bg_image=args.bg_image,
-        out=sys.stdout,
-    )
-    return summary.exit_status()

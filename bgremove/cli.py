@@ -18,7 +18,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from bgremove import batch, fetch, folder, quantize, single
+from bgremove import batch_command, fetch, folder, quantize, single
 from bgremove.errors import CLIError
 
 AddParser = Callable[[argparse._SubParsersAction], None]
@@ -29,7 +29,7 @@ SUBCOMMANDS: list[AddParser] = [
     folder.add_parser,
     fetch.add_parser,
     quantize.add_parser,
-    batch.add_parser,
+    batch_command.add_parser,
 ]
 
 DESCRIPTION = """\

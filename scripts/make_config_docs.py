@@ -2,7 +2,7 @@
 """Write docs/configuration.md from the settings' own field descriptions.
 
 The tables list every field of `deployments.settings.ServiceSettings` (with the fields it
-inherits from `models.settings.RemovalSettings`) and of `bgremove.batch.BatchSettings` with
+inherits from `models.settings.RemovalSettings`) and of `bgremove.batch_settings.BatchSettings` with
 its environment variables, type, default and description, so the page cannot drift from the
 code: a new or changed setting is documented by its `Field(description=...)` and a rerun.
 
@@ -29,8 +29,8 @@ from pydantic import AliasChoices, BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from bgremove import batch
-from bgremove.batch import BatchSettings
+from bgremove import batch_command
+from bgremove.batch_settings import BatchSettings
 from deployments.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ HEADER = """\
 Every setting of the service and of batch jobs: its environment variable, type, default and
 meaning. The tables are generated from the settings' own descriptions by
 `scripts/make_config_docs.py`; change a description in `models/settings.py`,
-`deployments/settings.py` or `bgremove/batch.py` and rerun the script, not this page.
+`deployments/settings.py` or `bgremove/batch_settings.py` and rerun the script, not this page.
 
 ## Where settings come from
 
@@ -116,7 +116,7 @@ come first). The setting's name is its key under `args:`; config files:
 BATCH_INTRO = """\
 ## Batch job settings
 
-`bgremove.batch.BatchSettings`: `bgremove batch` only, on top of the service settings above
+`bgremove.batch_settings.BatchSettings`: `bgremove batch` only, on top of the service settings above
 (which give the models and limits). Flags win over the variables
 ([batch.md](batch.md#resources-per-stage)).
 """
@@ -228,7 +228,7 @@ def batch_flags() -> dict[str, str]:
     (none where a table is renamed or gone: the column then stays empty, not wrong)."""
     flags: dict[str, str] = {}
     for table in ("_JOB_FLAGS", "_S3_FLAGS"):
-        for flag, spec in getattr(batch, table, {}).items():
+        for flag, spec in getattr(batch_command, table, {}).items():
             flags.setdefault(spec[0], flag)
     return flags
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from bgremove.batch import BatchSettings
+from bgremove.batch_settings import BatchSettings
 from deployments.settings import ServiceSettings
 from tests.support.batch import CORRUPT_BYTES, CORRUPT_NAME, PHOTOS, photo_names
 from tests.support.shared import IMAGES, U2NETP

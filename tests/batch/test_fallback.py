@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bgremove.batch import BatchSettings, run_batch
+from bgremove.batch import run_batch
+from bgremove.batch_settings import BatchSettings
 from bgremove.manifest import MANIFEST, Record
 from deployments.settings import ServiceSettings
 from models.registry import RMBG, U2NET

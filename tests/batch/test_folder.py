@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from bgremove import batch
-from bgremove.batch import BatchSettings, run_batch
+from bgremove import batch_command
+from bgremove.batch import run_batch
+from bgremove.batch_settings import BatchSettings
 from bgremove.manifest import MANIFEST, PARTS_DIR, SUMMARY, Record
 from deployments.settings import ServiceSettings
 from tests.support.batch import CORRUPT_NAME, photo_names
@@ -52,15 +53,15 @@ def _outputs(dst: Path) -> dict[str, int]:
 def _cli(argv: list[str]) -> argparse.Namespace:
     """Parse ``argv`` with a parser that has only ``batch``, as `bgremove.cli` registers it."""
     parser = argparse.ArgumentParser(prog="bgremove")
-    batch.add_parser(parser.add_subparsers(dest="command", required=True))
+    batch_command.add_parser(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
 #: `bgremove batch ...` as a job's entrypoint runs it: `_cli`, in a process of its own
 ENTRYPOINT = (
-    "import argparse, sys; from bgremove import batch; "
+    "import argparse, sys; from bgremove import batch_command; "
     "p = argparse.ArgumentParser(prog='bgremove'); "
-    "batch.add_parser(p.add_subparsers(dest='command', required=True)); "
+    "batch_command.add_parser(p.add_subparsers(dest='command', required=True)); "
     "a = p.parse_args(); sys.exit(a.func(a))"
 )
 JOB_FLAGS = ["--model", "u2net", "--u2net-actors", "1", "--u2net-batch-size", "4"]

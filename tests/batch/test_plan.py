@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from bgremove import batch
-from bgremove.batch import BatchSettings, BatchSummary, Plan, output_name, plan_work
+from bgremove import batch, batch_command
+from bgremove.batch import BatchSummary, Plan, output_name, plan_work
 from bgremove.batch_resources import fit_memory, model_stages
+from bgremove.batch_settings import BatchSettings
 from bgremove.errors import UsageError
 from bgremove.flags import option_fields
 from bgremove.manifest import MANIFEST, PARTS_DIR, Manifest, Record, options_fingerprint
@@ -164,15 +165,15 @@ def test_s3_settings_from_aws_variables_flags_win(monkeypatch: pytest.MonkeyPatc
     args = _parse(
         ["batch", "a", "b", "--s3-endpoint-url", "http://other:9000", "--u2net-actors", "2"]
     )
-    flagged = batch.settings_from_args(args)
+    flagged = batch_command.settings_from_args(args)
     assert flagged.s3_endpoint_url == "http://other:9000" and flagged.u2net_actors == 2
     with pytest.raises(UsageError):
-        batch.settings_from_args(_parse(["batch", "a", "b", "--u2net-actors", "0"]))
+        batch_command.settings_from_args(_parse(["batch", "a", "b", "--u2net-actors", "0"]))
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bgremove")
-    batch.add_parser(parser.add_subparsers(dest="command", required=True))
+    batch_command.add_parser(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
@@ -186,7 +187,7 @@ def test_the_rayjob_entrypoint_parses() -> None:
     fields = option_fields(args)
     assert fields == {"preset": "marketplace-white"}
     RenderOptions.parse(fields, presets=preset_fields(load_presets()))
-    assert args.func is batch.run
+    assert args.func is batch_command.run
     # every API option has its flag, under the API's name
     args = _parse(["batch", "a", "b", "--style", "minimal", "--bg-color", "ffffff", "--crop"])
     assert option_fields(args) == {"style": "minimal", "bg_color": "ffffff", "crop": "true"}

@@ -12,7 +12,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from bgremove.batch import BatchSettings, run_batch
+from bgremove.batch import run_batch
+from bgremove.batch_settings import BatchSettings
 from bgremove.manifest import MANIFEST, PARTS_DIR, SUMMARY, Record
 from deployments.settings import ServiceSettings
 from tests.support.batch import CORRUPT_NAME, photo_names

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from deployments.group_monitor import GroupState
-from deployments.ingress import health_report
+from deployments.health import health_report
 from deployments.routing import RoutingConfig
 from models.registry import RMBG, TIERS, U2NET
 from tests.support.http import GUIDE_HEALTH_FIELDS

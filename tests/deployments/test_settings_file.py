@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bgremove.batch import BatchSettings
+from bgremove.batch_settings import BatchSettings
 from bgremove.errors import SetupError
 from bgremove.settings import cli_settings
 from deployments.settings import ServiceSettings, SettingsFileError

@@ -14,7 +14,7 @@ import pytest
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bgremove.batch import BatchSettings
+from bgremove.batch_settings import BatchSettings
 from deployments.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]

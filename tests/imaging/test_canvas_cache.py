@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from imaging.compose import CanvasCache
+from imaging.backdrops import CanvasCache
 
 
 def _maker(made: list[tuple[int, int]]):

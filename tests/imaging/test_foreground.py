@@ -14,13 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imaging.foreground import (
-    composite,
-    edge_error,
-    estimate_foreground,
-    soft_bbox,
-    synthetic_matte,
-)
+from imaging.foreground import estimate_foreground, soft_bbox
+from imaging.matte_truth import composite, edge_error, synthetic_matte
 from tests.support.shared import photo
 
 H, W = 360, 480
