@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from bgremove import batch, batch_command
-from bgremove.batch_stages import resolve_u2net
+from bgremove.batch_stages import resolve_tier
 from bgremove.manifest import SUMMARY
 from bgremove.storage import open_location
 from deployments.settings import ServiceSettings
@@ -120,7 +120,7 @@ def measure_costs(
     """Per-step ms, one image at a time, with the job's functions and U2-Net at 1 thread."""
     limits = service.limits()
     config = replace(service.u2net_load_config(), threads=1)
-    spec_u2, pinned = resolve_u2net(config)
+    spec_u2, pinned = resolve_tier(U2NET, config)
     predictor: Any = load_predictor(U2NET, pinned)
     rmbg_spec = get_tier(RMBG).input_size(service.rmbg_load_config(), None)
     out = open_location(tempfile.mkdtemp(prefix="bench-batch-write-"))
