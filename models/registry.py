@@ -11,7 +11,7 @@ Adding a tier is its model module plus one `ModelTier` entry (and, for the servi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # numpy and Pillow load with a model, not with the table of tiers
@@ -101,8 +101,6 @@ def _u2net_input(config: U2NetLoadConfig, predictor: Any) -> ModelInputSpec:
 
 
 def _pin_u2net(config: U2NetLoadConfig, predictor: Any) -> U2NetLoadConfig:
-    from dataclasses import replace
-
     info = predictor.info
     return replace(
         config,
