@@ -10,35 +10,10 @@ assignment, an import, also under `if` and `try`) or names a submodule.
 from __future__ import annotations
 
 import ast
-import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-#: the project's importable top-level folders (each file is `folder.module`)
-PACKAGES = ("benchmarks", "bgremove", "deployments", "imaging", "models", "scripts", "tests")
-
-
-def _files() -> list[Path]:
-    """The project's Python files git knows of (tracked, or new and not ignored)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    return [ROOT / name for name in listed if name.split("/")[0] in PACKAGES]
-
-
-def _module_path(module: str) -> Path | None:
-    """The file of a project module (`pkg.mod` or a package's `__init__`), None if none."""
-    base = ROOT.joinpath(*module.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
+from tests.support.sources import PACKAGES, ROOT, module_path, project_files
 
 
 def _bound(body: list[ast.stmt]) -> set[str]:
@@ -91,11 +66,11 @@ class _Resolver:
         self._names: dict[str, set[str] | None] = {}
 
     def exists(self, module: str) -> bool:
-        return _module_path(module) is not None
+        return module_path(module) is not None
 
     def names(self, module: str) -> set[str] | None:
         if module not in self._names:
-            path = _module_path(module)
+            path = module_path(module)
             bound = None if path is None else _bound(ast.parse(path.read_text()).body)
             self._names[module] = None if bound is None or "__getattr__" in bound else bound
         return self._names[module]
@@ -119,7 +94,7 @@ def test_every_project_import_names_something_that_exists(folder: str) -> None:
     resolver = _Resolver()
     found = [
         f"{path.relative_to(ROOT)}: {name}"
-        for path in _files()
+        for path in project_files()
         if path.relative_to(ROOT).parts[0] == folder
         for name in missing_names(path.read_text(), resolver)
     ]

@@ -22,7 +22,6 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from rembg.bg import post_process
 
 from deployments.settings import ServiceSettings
 from tests.support.http import post_image
@@ -124,6 +123,8 @@ def test_url_is_refused_where_the_policy_is_off(u2netp_app: str, tmp_path: Path)
 
 
 def test_equivalent_options_give_identical_bytes(u2netp_app: str, photo: Path) -> None:
+    from rembg.bg import post_process  # not at the top: tests/test_heavy_imports.py
+
     data = photo.read_bytes()
     pairs = [
         ({"om": "true"}, {"channels": "alpha"}),
