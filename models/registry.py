@@ -59,6 +59,8 @@ class U2NetLoadConfig:
     tuning_cache_dir: str | None = None
     #: make the INT8 model in the background with this budget (None: only use a built one)
     int8_build: BuildBudget | None = None
+    #: timed runs per candidate when the runtime is chosen by timing
+    timing_runs: int = 3
 
 
 def _load_rmbg(config: RMBGLoadConfig) -> MaskPredictor:

@@ -159,6 +159,14 @@ class RemovalSettings(FileBackedSettings):
         "model and runtimes; empty: measure at every start.",
     )
 
+    u2net_timing_runs: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Timed runs per candidate when U2-Net's runtime is chosen by timing (the "
+        "median counts, after one untimed run): fewer start faster on a noisier figure.",
+    )
+
     # What one image may cost, and the output presets.
     max_upload_bytes: int = Field(
         _DEFAULT_LIMITS.max_bytes, ge=1024, description="Largest upload; beyond it: 413."
@@ -244,4 +252,5 @@ class RemovalSettings(FileBackedSettings):
             precision=self.u2net_precision,
             resize=self.u2net_resize,
             tuning_cache_dir=self.u2net_tuning_cache_dir or None,
+            timing_runs=self.u2net_timing_runs,
         )

@@ -49,6 +49,7 @@ from models.u2net_sessions import U2NetInferenceError as U2NetInferenceError
 from models.u2net_sessions import build_candidate, check_output, int8_session
 from models.u2net_transforms import ResizeMode, postprocess, preprocess, resize_filters
 from models.u2net_tuning import (
+    TIMED_RUNS,
     Candidate,
     Plan,
     SelectionCache,
@@ -120,9 +121,13 @@ class U2NetPredictor:
         self,
         run: Callable[[np.ndarray], np.ndarray],
         info: U2NetInfo,
+        *,
+        timing_runs: int = TIMED_RUNS,
     ) -> None:
         self._run = run
         self.info = info
+        #: timed runs per candidate when INT8 arrives and is timed against the serving one
+        self._timing_runs = timing_runs
         self._reducing_gap, self._upscale = resize_filters(info.resize)  # type: ignore[arg-type]
         #: the background INT8 build (None: not this predictor's to make)
         self.int8_build: Int8Builder | None = None
@@ -169,6 +174,7 @@ class U2NetPredictor:
         warmup: bool = True,
         tuning_cache_dir: str | os.PathLike[str] | None = None,
         int8_build: BuildBudget | None = None,
+        timing_runs: int = TIMED_RUNS,
     ) -> U2NetPredictor:
         """Resolve the weights (see ``resolve_u2net_weights``), then build the fastest runtime.
 
@@ -194,7 +200,8 @@ class U2NetPredictor:
         that is not writable only costs the caching (logged).
 
         Timing runs warm the chosen session, so ``warmup`` only matters when
-        nothing was timed.
+        nothing was timed. ``timing_runs``: timed runs per candidate (their median counts,
+        after one untimed run); fewer start faster and choose on a noisier figure.
 
         INT8 needs its model made on this CPU (``models.u2net_int8_build``): pinned
         ``precision="int8"`` makes it here and now when it is missing (and fails when it is
@@ -209,6 +216,8 @@ class U2NetPredictor:
             raise ValueError(
                 f"precision must be 'auto', 'f32', 'bf16' or 'int8', not {precision!r}"
             )
+        if timing_runs < 1:
+            raise ValueError(f"timing_runs must be at least 1, not {timing_runs}")
         if runtime not in ("auto", "onnxruntime", "openvino"):
             raise ValueError(
                 f"runtime must be 'auto', 'onnxruntime' or 'openvino', not {runtime!r}"
@@ -254,7 +263,8 @@ class U2NetPredictor:
             selection: Selection = "pinned"
         else:
             cache = _tuning_cache(tuning_cache_dir, weights, plan, cpus, pinned_threads, int8_model)
-            picked = select_cached(plan.candidates, build, cache)
+            measure = functools.partial(time_runs, timed_runs=timing_runs)
+            picked = select_cached(plan.candidates, build, cache, measure=measure)
             chosen, session, timings = picked.candidate, picked.session, picked.timings_ms
             excluded.update(picked.failed)
             selection = picked.source
@@ -285,7 +295,7 @@ class U2NetPredictor:
             "; ".join(f"{k}: {v}" for k, v in excluded.items()) or "none",
             cache_file or "none",
         )
-        predictor = cls(session.run, info)
+        predictor = cls(session.run, info, timing_runs=timing_runs)
         if warmup:
             predictor.warmup()
         if int8_build is not None:
@@ -329,8 +339,8 @@ class U2NetPredictor:
         # interleaved, so load from requests in flight weighs on both alike
         current_ms, int8_ms = [], []
         for _ in range(3):
-            current_ms.append(time_runs(lambda: self._run(x), warmup_runs=1, timed_runs=3))
-            int8_ms.append(time_runs(timed, warmup_runs=1, timed_runs=3))
+            current_ms.append(time_runs(lambda: self._run(x), timed_runs=self._timing_runs))
+            int8_ms.append(time_runs(timed, timed_runs=self._timing_runs))
         timings = {**info.timings_ms, info.label: min(current_ms), label: min(int8_ms)}
         if min(int8_ms) >= min(current_ms):
             log.info(

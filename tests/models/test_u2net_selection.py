@@ -18,8 +18,10 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pydantic
 import pytest
 
 from deployments.settings import ServiceSettings
@@ -349,7 +351,8 @@ def auto_u2net() -> U2NetPredictor | None:
     home = real_u2net_home()
     if home is None:
         return None
-    return U2NetPredictor.load("u2net", home=home, allow_download=False)
+    # one timed run per candidate: the choice is under test here, not the figure's precision
+    return U2NetPredictor.load("u2net", home=home, allow_download=False, timing_runs=1)
 
 
 def test_auto_real_u2net_selection(auto_u2net: U2NetPredictor | None) -> None:
@@ -517,6 +520,31 @@ def test_cache_dir_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServiceSettings().u2net_load_config().tuning_cache_dir == "/var/cache/u2net"
     monkeypatch.setenv("BG_REMOVAL_U2NET_TUNING_CACHE_DIR", "")
     assert ServiceSettings().u2net_load_config().tuning_cache_dir is None
+
+
+@needs_openvino
+def test_timing_runs_setting_reaches_every_timing(
+    u2netp_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BG_REMOVAL_U2NET_TIMING_RUNS", raising=False)
+    assert ServiceSettings().u2net_load_config().timing_runs == 3
+    monkeypatch.setenv("BG_REMOVAL_U2NET_TIMING_RUNS", "1")
+    assert ServiceSettings().u2net_load_config().timing_runs == 1
+    monkeypatch.setenv("BG_REMOVAL_U2NET_TIMING_RUNS", "0")
+    with pytest.raises(pydantic.ValidationError, match="u2net_timing_runs"):
+        ServiceSettings()
+    with pytest.raises(ValueError, match="timing_runs must be at least 1"):
+        U2NetPredictor.load("u2netp", home=u2netp_home, timing_runs=0, allow_download=False)
+    counts: list[int] = []
+
+    def counting(run_once: Callable[[], object], **kwargs: Any) -> float:
+        counts.append(kwargs["timed_runs"])
+        return time_runs(run_once, **kwargs)
+
+    monkeypatch.setattr("models.u2net.time_runs", counting)
+    p = U2NetPredictor.load("u2netp", home=u2netp_home, timing_runs=2, allow_download=False)
+    assert p.info.selection == "measured" and len(p.info.timings_ms) >= 2
+    assert counts == [2] * len(p.info.timings_ms)
 
 
 def test_cpu_flags_digest(tmp_path: Path) -> None:
