@@ -57,6 +57,10 @@ from tests.support.u2net_parity import (
 pytestmark = pytest.mark.usefixtures("no_network", "shared_data")
 
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
+#: Timed runs per candidate in this module's measured loads: which candidates are timed, what
+#: is kept and cached is under test here, not the figure's precision (each u2netp run takes
+#: about half a second of a core).
+TIMING_RUNS = 1
 
 
 def _yes() -> bool:
@@ -199,7 +203,9 @@ def u2netp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def auto_u2netp(u2netp_home: Path) -> U2NetPredictor:
-    return U2NetPredictor.load("u2netp", home=u2netp_home, allow_download=False)
+    return U2NetPredictor.load(
+        "u2netp", home=u2netp_home, allow_download=False, timing_runs=TIMING_RUNS
+    )
 
 
 def test_auto_u2netp_is_measured_and_fastest(auto_u2netp: U2NetPredictor) -> None:
@@ -239,7 +245,9 @@ def test_pinned_threads_are_kept_and_the_choice_logged(
     u2netp_home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="models.u2net")
-    p = U2NetPredictor.load("u2netp", home=u2netp_home, threads=1, allow_download=False)
+    p = U2NetPredictor.load(
+        "u2netp", home=u2netp_home, threads=1, allow_download=False, timing_runs=TIMING_RUNS
+    )
     info = p.info
     assert info.selection == "measured" and info.threads == 1
     assert set(info.timings_ms) == {"onnxruntime/f32/1t", "openvino/f32/1t"}
@@ -297,7 +305,9 @@ def test_a_candidate_that_fails_to_build_is_excluded(
     model = write_u2net_shaped_onnx(tmp_path / "own.onnx")
     cache_dir = tmp_path / "tuning"
     # named u2net, but the operator's own file
-    p = U2NetPredictor.load(path=model, threads=1, tuning_cache_dir=cache_dir)
+    p = U2NetPredictor.load(
+        path=model, threads=1, tuning_cache_dir=cache_dir, timing_runs=TIMING_RUNS
+    )
     assert p.info.runtime == "onnxruntime" and p.info.selection == "measured"
     # the failure may be passing (memory pressure in a rollout): an unfair race is not recorded
     assert p.info.tuning_cache is None and not list(cache_dir.glob("*.json"))
@@ -351,8 +361,7 @@ def auto_u2net() -> U2NetPredictor | None:
     home = real_u2net_home()
     if home is None:
         return None
-    # one timed run per candidate: the choice is under test here, not the figure's precision
-    return U2NetPredictor.load("u2net", home=home, allow_download=False, timing_runs=1)
+    return U2NetPredictor.load("u2net", home=home, allow_download=False, timing_runs=TIMING_RUNS)
 
 
 def test_auto_real_u2net_selection(auto_u2net: U2NetPredictor | None) -> None:
@@ -397,7 +406,12 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def load_u2netp(home: Path, cache_dir: Path | str, threads: int = 1) -> U2NetPredictor:
     """rembg's u2netp with threads pinned: two candidates (ORT, OpenVINO), timed quickly."""
     return U2NetPredictor.load(
-        "u2netp", home=home, threads=threads, allow_download=False, tuning_cache_dir=cache_dir
+        "u2netp",
+        home=home,
+        threads=threads,
+        allow_download=False,
+        tuning_cache_dir=cache_dir,
+        timing_runs=TIMING_RUNS,
     )
 
 
