@@ -57,6 +57,7 @@ def build_app_from_settings(settings: ServiceSettings) -> Application:
         pixel_budget=settings.ingress_pixel_budget,
         retry_after_s=settings.retry_after_s,
         status_poll_interval_s=settings.status_poll_interval_s,
+        status_poll_idle_after_s=settings.status_poll_idle_after_s,
         api_key_hashes=settings.api_key_hashes(),
         health_details=settings.health_details,
         cors_allow_origins=tuple(settings.cors_allow_origins),

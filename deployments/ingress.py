@@ -71,6 +71,7 @@ class IngressConfig:
     pixel_budget: int = 100_000_000
     retry_after_s: int = 2
     status_poll_interval_s: float = 2.0
+    status_poll_idle_after_s: float = 60.0
     #: SHA-256 of each API key; empty: no authentication
     api_key_hashes: frozenset[str] = frozenset()
     health_details: bool = False
@@ -163,7 +164,9 @@ class Ingress:
         # Whole requests (decode, masks, compose, encode) share this replica's CPUs: past
         # what it can answer in time, a request is refused at the door, before its body.
         self._door = DeadlineAdmission()
-        self._monitor = GroupMonitor(status_handles(groups), config.status_poll_interval_s)
+        self._monitor = GroupMonitor(
+            status_handles(groups), config.status_poll_interval_s, config.status_poll_idle_after_s
+        )
         self._router = MaskRouter(groups, self._monitor, config.retry_after_s)
         self._requests = Counter(
             "bg_removal_requests",

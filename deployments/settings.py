@@ -174,6 +174,13 @@ class ServiceSettings(RemovalSettings):
         None, description="Serve autoscaling_config of the ingress."
     )
     status_poll_interval_s: float = Field(2.0, gt=0, description="Replica state refresh.")
+    status_poll_idle_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="An ingress that routed no request for this long stops the replica state "
+        "refresh (each asks Serve for every app's status) until the next request, which waits "
+        "for a fresh one; health refreshes on its own.",
+    )
 
     # Budgets and backpressure.
     ingress_pixel_budget: int = Field(

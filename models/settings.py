@@ -66,6 +66,7 @@ SERVICE_SETTINGS = frozenset(
         "ingress_max_ongoing_requests",
         "ingress_max_queued_requests",
         "status_poll_interval_s",
+        "status_poll_idle_after_s",
         "retry_after_s",
         "load_retry_initial_s",
         "load_retry_max_s",

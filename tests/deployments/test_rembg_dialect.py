@@ -132,11 +132,11 @@ def _router(model: str) -> tuple[MaskRouter, dict[str, _Handle]]:
     """Both groups live; the configured primary is ``model``."""
     handles = {RMBG: _Handle(200), U2NET: _Handle(100)}
     monitor = GroupMonitor(handles, interval_s=60)  # type: ignore[arg-type]
-    monitor._first_refresh.set()  # no polling: the states are set here
+    monitor._current.set()  # no polling: the states are set here
     now = time.monotonic()
     for state in monitor.states.values():
         state.updated_at, state.running_replicas = now, 1
-        state.replicas["r0"] = ({"replica_id": "r0", "loaded": True}, now)
+        state.replicas["r0"] = ({"replica_id": "r0", "loaded": True}, 0)
     router = MaskRouter(handles, monitor)  # type: ignore[arg-type]
     router.config = RoutingConfig.from_user_config({"model": model})
     return router, handles

@@ -53,13 +53,13 @@ class _Handle:
 def _router(live: int) -> tuple[MaskRouter, _Handle]:
     handles = {RMBG: _Handle(), U2NET: _Handle()}
     monitor = GroupMonitor(handles, interval_s=60)  # type: ignore[arg-type]
-    monitor._first_refresh.set()  # no polling: the test sets the states
+    monitor._current.set()  # no polling: the test sets the states
     for state in monitor.states.values():
         state.updated_at = time.monotonic()
     state = monitor.states[U2NET]
     state.running_replicas = live
     for i in range(live):
-        state.replicas[f"r{i}"] = ({"replica_id": f"r{i}", "loaded": True}, time.monotonic())
+        state.replicas[f"r{i}"] = ({"replica_id": f"r{i}", "loaded": True}, 0)
     router = MaskRouter(handles, monitor, retry_after_s=3)  # type: ignore[arg-type]
     router.config = RoutingConfig.from_user_config(
         {"model": U2NET, "fallback": False, "u2net_timeout_s": 3.0}

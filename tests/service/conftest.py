@@ -100,9 +100,11 @@ def base_args(model_files: dict[str, Path]) -> dict[str, Any]:
         "u2net_threads": 1,
         "ingress_num_cpus": 0.5,
         # each app's ingress polls Serve's status (every app's, so the cost grows with the
-        # apps alive) and its replicas': 4 idle u2net-only apps took 107% of a core at 0.5 s,
-        # 62% at 1 s (2-core EPYC); several stay deployed while others' tests run
+        # apps alive) and its replicas' while requests come: 4 u2net-only apps took 107% of
+        # a core at 0.5 s, 62% at 1 s (2-core EPYC); several stay deployed while others'
+        # tests run, so an app that has had no request for 5 s stops polling until its next
         "status_poll_interval_s": 1.0,
+        "status_poll_idle_after_s": 5.0,
         # the tests read replica details from health
         "health_details": True,
         # several test apps share this machine: each ingress reserves memory for its budget
