@@ -272,19 +272,58 @@ def dialects_app(deploy: Callable[..., str]) -> str:
 
 
 @pytest.fixture(scope="package")
-def keyed_app_key() -> str:
-    """The API key `keyed_app` accepts."""
-    return "test-key-one"
+def keyed_app_keys() -> tuple[str, str]:
+    """The two API keys `keyed_app` accepts."""
+    return ("test-key-one", "test-key-two")
 
 
 @pytest.fixture(scope="package")
-def keyed_app(deploy: Callable[..., str], keyed_app_key: str) -> str:
-    """A U2-Net-only app (real u2netp) that needs an API key (`keyed_app_key`) and shows no
-    details in health, for the tests of each dialect's auth errors."""
+def keyed_app_key(keyed_app_keys: tuple[str, str]) -> str:
+    """One API key `keyed_app` accepts."""
+    return keyed_app_keys[0]
+
+
+@pytest.fixture(scope="package")
+def keyed_app_origin() -> str:
+    """The one origin `keyed_app` allows cross-origin requests from."""
+    return "https://shop.example"
+
+
+@pytest.fixture(scope="package")
+def keyed_app(
+    deploy: Callable[..., str], keyed_app_keys: tuple[str, str], keyed_app_origin: str
+) -> str:
+    """A U2-Net-only app (real u2netp) that needs an API key (either of `keyed_app_keys`),
+    shows no details in health and allows one origin (`keyed_app_origin`): for the tests of
+    access (test_reliability.py) and of each dialect's auth errors."""
     return deploy(
         "keyed",
         model="u2net",
         u2net_model="u2netp",
-        api_keys=keyed_app_key,
+        api_keys=",".join(keyed_app_keys),
         health_details=False,
+        cors_allow_origins=keyed_app_origin,
+    )
+
+
+@pytest.fixture(scope="package")
+def tight_upload_bytes() -> int:
+    """`tight_app`'s upload limit."""
+    return 2_000_000
+
+
+@pytest.fixture(scope="package")
+def tight_app(deploy: Callable[..., str], tight_upload_bytes: int) -> str:
+    """Small budgets everywhere: 2 MB uploads, 1 MP in, 1 MP out, 2 MP in flight, a U2-Net
+    queue of 1 (test_reliability.py's budgets, test_api.py's upload limit)."""
+    return deploy(
+        "tight",
+        model="u2net",
+        max_upload_bytes=tight_upload_bytes,
+        max_pixels=1_000_000,
+        max_output_pixels=1_000_000,
+        ingress_pixel_budget=2_000_000,
+        u2net_max_ongoing_requests=1,
+        u2net_max_queued_requests=1,
+        deployments={"U2Net": {"user_config": {"max_batch_size": 1, "batch_wait_timeout_s": 0}}},
     )

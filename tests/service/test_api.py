@@ -230,14 +230,13 @@ def test_decompression_bomb_is_413(app: str) -> None:
     assert "pixel" in error["message"]
 
 
-def test_upload_over_byte_limit_is_413(deploy, deployer) -> None:
-    url = deploy("small-limit", max_upload_bytes=50_000, model="u2net")
+def test_upload_over_byte_limit_is_413(tight_app: str, tight_upload_bytes: int) -> None:
+    limit = tight_upload_bytes
     # Over the limit but within the multipart allowance: refused after parsing.
-    _assert_error(post_image(url, b"\xff" * 60_000), 413)
+    _assert_error(post_image(tight_app, b"\xff" * (limit + 10_000)), 413)
     # Far over: refused from Content-Length, before the body is read.
-    error = _assert_error(post_image(url, b"\xff" * 2_000_000), 413)
+    error = _assert_error(post_image(tight_app, b"\xff" * (2 * limit)), 413)
     assert "request body is" in error["message"]
-    deployer.delete("small-limit")
 
 
 def test_unknown_route_is_json_404(app: str) -> None:

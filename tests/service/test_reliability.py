@@ -46,20 +46,8 @@ def _batches(app: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def tight(deploy, deployer) -> Iterator[str]:
-    """Small budgets everywhere: 1 MP in, 1 MP out, 2 MP in flight, a U2-Net queue of 1."""
-    yield deploy(
-        "tight",
-        model="u2net",
-        max_upload_bytes=2_000_000,
-        max_pixels=1_000_000,
-        max_output_pixels=1_000_000,
-        ingress_pixel_budget=2_000_000,
-        u2net_max_ongoing_requests=1,
-        u2net_max_queued_requests=1,
-        deployments={"U2Net": {"user_config": {"max_batch_size": 1, "batch_wait_timeout_s": 0}}},
-    )
-    deployer.delete("tight")
+def tight(tight_app: str) -> str:
+    return tight_app
 
 
 class TestBudgets:
@@ -260,19 +248,11 @@ def test_killed_replica_requests_are_answered(deploy, deployer) -> None:
 
 
 class TestAccess:
-    KEYS = ("key-one", "key-two")
-    ORIGIN = "https://shop.example"
+    """On the conftest's `keyed_app`: two keys, no details in public health, one origin."""
 
-    @pytest.fixture(scope="class")
-    def url(self, deploy, deployer) -> Iterator[str]:
-        yield deploy(
-            "keys",
-            model="u2net",
-            api_keys=",".join(self.KEYS),
-            health_details=False,
-            cors_allow_origins=self.ORIGIN,
-        )
-        deployer.delete("keys")
+    @pytest.fixture
+    def url(self, keyed_app: str) -> str:
+        return keyed_app
 
     def test_requests_without_a_valid_key_are_401(self, url: str) -> None:
         photo = _encode((64, 64))
@@ -284,14 +264,17 @@ class TestAccess:
         assert "not valid" in error["message"]
         _error(httpx.get(f"{url}/docs"), 401, "unauthorized")
 
-    def test_either_header_carries_a_key(self, url: str) -> None:
+    def test_either_header_carries_a_key(self, url: str, keyed_app_keys: tuple[str, str]) -> None:
         photo = _encode((64, 64))
-        assert post_image(url, photo, headers={"X-Api-Key": "key-one"}).status_code == 200
-        bearer = {"Authorization": "Bearer key-two"}
+        one, two = keyed_app_keys
+        assert post_image(url, photo, headers={"X-Api-Key": one}).status_code == 200
+        bearer = {"Authorization": f"Bearer {two}"}
         assert post_image(url, photo, headers=bearer).status_code == 200
         assert httpx.get(f"{url}/docs", headers=bearer).status_code == 200
 
-    def test_public_health_is_the_guides_document_without_internals(self, url: str) -> None:
+    def test_public_health_is_the_guides_document_without_internals(
+        self, url: str, keyed_app_key: str
+    ) -> None:
         response = health(url)
         assert response.status_code == 200
         body = response.json()
@@ -306,23 +289,25 @@ class TestAccess:
         assert set(u2net["int8"]) == {"state", "reason", "guard"}  # issue 21: public
         for secret in ("pid", "replica_id", "weights", str(SHARED)):
             assert secret not in response.text
-        detailed = health(url, headers={"X-Api-Key": "key-one"}).json()
+        detailed = health(url, headers={"X-Api-Key": keyed_app_key}).json()
         assert detailed["models"]["u2net"]["status"]["pid"]
         assert detailed["fallback"]["weights"]
 
-    def test_cors_allows_the_configured_origin_only(self, url: str) -> None:
+    def test_cors_allows_the_configured_origin_only(
+        self, url: str, keyed_app_key: str, keyed_app_origin: str
+    ) -> None:
         preflight = {"Access-Control-Request-Method": "POST"}
         allowed = httpx.options(
-            f"{url}/api/v1/remove-background", headers={"Origin": self.ORIGIN, **preflight}
+            f"{url}/api/v1/remove-background", headers={"Origin": keyed_app_origin, **preflight}
         )
         assert allowed.status_code == 200
-        assert allowed.headers["access-control-allow-origin"] == self.ORIGIN
+        assert allowed.headers["access-control-allow-origin"] == keyed_app_origin
         other = httpx.options(
             f"{url}/api/v1/remove-background",
             headers={"Origin": "https://evil.example", **preflight},
         )
         assert "access-control-allow-origin" not in other.headers
         response = post_image(
-            url, _encode((64, 64)), headers={"Origin": self.ORIGIN, "X-Api-Key": "key-one"}
+            url, _encode((64, 64)), headers={"Origin": keyed_app_origin, "X-Api-Key": keyed_app_key}
         )
         assert "X-Model-Used" in response.headers["access-control-expose-headers"]
