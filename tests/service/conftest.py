@@ -209,7 +209,7 @@ def _app_status(name: str) -> StatusOverview | None:
     no Serve yet: the first deploy starts it).
 
     Not `serve.status()`: that asks the controller for every app's full details and parses
-    them here, about 240 ms of this process's CPU per call with eight apps of three
+    them here, 156-236 ms of this process's CPU per call with eight apps of three
     deployments (2-core EPYC), against 1 ms for this; the deploy waits poll four times a
     second, in the process whose tests are the run's critical path.
     """
