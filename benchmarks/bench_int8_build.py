@@ -1,8 +1,9 @@
 """What a background INT8 build costs the requests a U2-Net replica serves meanwhile.
 
 A replica loads rembg's u2net as the service would, then one client sends one photo after
-another (closed loop, as a busy replica sees them) while the INT8 model is made beside the
-weights by `models.u2net_int8_build.Int8Builder`: a child process at low priority on
+another (closed loop, as a busy replica sees them; ``--busy 0.7`` leaves 30% of the time
+between requests, as a replica at 70% of its capacity) while the INT8 model is made beside
+the weights by `models.u2net_int8_build.Int8Builder`: a child process at low priority on
 `--build-threads` CPUs, with the shipped check photos. Printed: per phase (before, during
 the build, after the switch) the requests and their p50/p99/max latency; the build's time,
 its outcome, whether the replica switched and its model time before and after.
@@ -12,6 +13,10 @@ service does not build INT8 (bf16 is its fast candidate) unless told ``--precisi
 here stands for a CPU without bf16 (the replica then serves f32, as it would there).
 
     .venv/bin/python -m benchmarks.bench_int8_build --weights .models/u2net/u2net.onnx
+
+On a CPU with bf16, ``OV_CPU_MAX_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2`` in the environment holds
+OpenVINO to AVX2 (no BF16 capability, AVX2 INT8 kernels): the default ``auto`` then serves
+f32 and builds, as on a CPU without bf16.
 """
 
 from __future__ import annotations
@@ -46,6 +51,13 @@ def main() -> None:
     parser.add_argument("--baseline-s", type=float, default=30.0)
     parser.add_argument("--after-s", type=float, default=30.0)
     parser.add_argument("--photo", type=Path, default=PHOTOS / "bike.jpg")
+    parser.add_argument(
+        "--busy",
+        type=float,
+        default=1.0,
+        help="share of the time the client keeps a request in flight (1: saturated; 0.7: "
+        "it waits 0.43x each request's latency before the next)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="int8-build-") as home:
@@ -68,7 +80,10 @@ def main() -> None:
             while not stop.is_set():
                 start = time.perf_counter()
                 predictor.predict([image])
-                samples.append((time.perf_counter(), time.perf_counter() - start))
+                latency = time.perf_counter() - start
+                samples.append((time.perf_counter(), latency))
+                if args.busy < 1.0:
+                    stop.wait(latency * (1.0 / args.busy - 1.0))
 
         worker = threading.Thread(target=client, daemon=True)
         worker.start()
@@ -90,7 +105,8 @@ def main() -> None:
     print(
         f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; replica {args.threads} threads, "
         f"build {args.build_threads} CPU(s) at nice {args.nice}"
-        f"{' under SCHED_IDLE' if args.idle else ''}; photo {args.photo.name}"
+        f"{' under SCHED_IDLE' if args.idle else ''}; photo {args.photo.name}; "
+        f"client busy {args.busy:.0%}"
     )
     for name, lat in phases.items():
         if lat:

@@ -126,7 +126,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="U2-Net ONNX file")
     parser.add_argument("--images", type=Path, default=Path("../shared/images"))
-    parser.add_argument("--calibration", type=int, default=64, help="calibration crops")
+    parser.add_argument(
+        "--calibration",
+        type=int,
+        default=RECIPES["u2net"].calibration,
+        help="calibration crops (default: the recipe's)",
+    )
     parser.add_argument("--ignore-side", action="store_true")
     parser.add_argument("--max-drop", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)

@@ -102,7 +102,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="calibration crops (default: the recipe's, 64)",
+        help="calibration crops (default: the recipe's, 32)",
     )
     parser.set_defaults(func=run)
 

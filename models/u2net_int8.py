@@ -51,8 +51,11 @@ class Int8Recipe:
 
     #: OpenVINO friendly names of the operations left in f32
     float_ops: tuple[str, ...]
-    #: calibration inputs: random 50-100% crops of the photos, half flipped
-    calibration: int = 64
+    #: calibration inputs: random 50-100% crops of the photos, half flipped. Collecting
+    #: their statistics is most of a build (one f32 run each); 32 crops kept every shipped
+    #: and held-out photo as close to f32 as 64 did, on AVX-512 VNNI and on AVX2 INT8
+    #: kernels, in 0.6x the time (docs/benchmarks.md)
+    calibration: int = 32
     seed: int = 0
     #: images whose INT8 mask is soft (see `soft_share`) over more than this share are
     #: run again in f32: on 16 unblurred photos INT8's error sat where the mask is soft,

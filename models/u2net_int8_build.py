@@ -59,8 +59,9 @@ class BuildBudget:
     #: the child is killed past this (and the state is `failed`)
     timeout_s: float = 1800.0
     #: Linux's SCHED_IDLE for the child too: it runs only on CPU time nothing else wants.
-    #: Under a saturated 2-thread replica (2-core EPYC, docs/benchmarks.md) nice 10 alone
-    #: built in 180 s with p50/p99 +52%/2.6x meanwhile; SCHED_IDLE in 447 s with +14%/1.9x.
+    #: Beside a saturated 2-thread replica (2-core EPYC, docs/benchmarks.md) nice 10 alone
+    #: built in 180 s with p50/p99 +52%/2.6x meanwhile; SCHED_IDLE in 283-458 s with p50
+    #: +12-14%, and in 193 s beside a replica at 70% of its capacity.
     idle: bool = True
 
 

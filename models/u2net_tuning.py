@@ -25,6 +25,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
@@ -221,15 +222,22 @@ def time_runs(
     warmup_runs: int = WARMUP_RUNS,
     timed_runs: int = TIMED_RUNS,
     clock: Callable[[], float] = time.perf_counter,
+    turn: AbstractContextManager[object] | None = None,
 ) -> float:
-    """Median milliseconds of ``timed_runs`` calls after ``warmup_runs`` untimed ones."""
+    """Median milliseconds of ``timed_runs`` calls after ``warmup_runs`` untimed ones.
+
+    ``turn`` is entered around each call, outside the clock: a lock the runs share with
+    requests in flight is waited for, not timed."""
+    turn = turn if turn is not None else nullcontext()
     for _ in range(warmup_runs):
-        run_once()
+        with turn:
+            run_once()
     times = []
     for _ in range(timed_runs):
-        start = clock()
-        run_once()
-        times.append((clock() - start) * 1000.0)
+        with turn:
+            start = clock()
+            run_once()
+            times.append((clock() - start) * 1000.0)
     return statistics.median(times)
 
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +285,38 @@ def test_dynamic_batch_runs_images_together(tmp_path: Path, runtime: str) -> Non
     assert [m.shape for m in together] == [im.shape[:2] for im in images]
     for a, b in zip(together, one_by_one, strict=True):
         assert np.array_equal(a, b)
+
+
+def test_network_runs_take_turns(tmp_path: Path) -> None:
+    """Requests from several threads and the timing of an arriving INT8 model never run the
+    network at once: each run already uses every CPU the predictor has, and a timing run
+    that shared them with a request measured the sharing, not the model."""
+    model = write_u2net_shaped_onnx(tmp_path / "dyn.onnx")
+    p = U2NetPredictor.load("custom", path=model, runtime="onnxruntime")
+    serving, active, most = p._run, [0], [0]
+    count = threading.Lock()
+
+    def watched(x: np.ndarray) -> np.ndarray:
+        with count:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.005)  # long enough for an overlap to show
+        try:
+            return serving(x)
+        finally:
+            with count:
+                active[0] -= 1
+
+    p._run = watched
+    image = np.zeros((40, 60, 3), np.uint8)
+    x = np.zeros((1, 3, 320, 320), np.float32)
+    with ThreadPoolExecutor(4) as pool:
+        calls = [pool.submit(p.predict, [image]) for _ in range(30)]
+        timing = pool.submit(p._time_alone, lambda: watched(x))  # as `_adopt_int8` times
+        masks = [call.result()[0] for call in calls]
+        assert timing.result() > 0
+    assert most[0] == 1
+    assert all(mask.shape == (40, 60) for mask in masks)
 
 
 def test_bad_options() -> None:

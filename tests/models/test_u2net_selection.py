@@ -178,6 +178,25 @@ def test_select_fastest_keeps_the_fastest_and_releases_the_rest() -> None:
     assert alive == []
 
 
+def test_time_runs_waits_for_its_turn_outside_the_clock() -> None:
+    """The wait for a turn (a request's run in flight) is not part of a run's time."""
+    now, entered = [0.0], []
+
+    class Turn:
+        def __enter__(self) -> None:
+            entered.append(now[0])
+            now[0] += 0.5  # a request's run ends first
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    def run_once() -> None:
+        now[0] += 0.02
+
+    ms = time_runs(run_once, warmup_runs=1, timed_runs=3, clock=lambda: now[0], turn=Turn())
+    assert ms == pytest.approx(20.0) and len(entered) == 4
+
+
 def test_select_fastest_drops_failing_candidates_and_raises_when_all_fail() -> None:
     def build(c: Candidate) -> tuple[str, Callable[[], object]]:
         if c.runtime == "bad":
