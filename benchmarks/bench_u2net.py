@@ -126,20 +126,24 @@ def _start_ours(model: str, home: Path, port: int, threads: int) -> subprocess.P
     return proc
 
 
+def _u2net_status(port: int) -> dict[str, object]:
+    """Our U2-Net replica's status as health's details show it."""
+    health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=30).json()
+    return health["models"]["u2net"]["status"] or {}
+
+
 def _our_choice(port: int) -> dict[str, object]:
     """The U2-Net runtime our replica chose, and the timings it chose by (health details)."""
-    health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=30).json()
-    status = health["models"]["u2net"]["status"] or {}
+    status = _u2net_status(port)
     keys = ("runtime", "precision", "threads", "resize", "selection", "timings_ms")
     return {key: status.get(key) for key in keys}
 
 
 def _wait_for_int8(port: int, started: float, timeout_s: float) -> None:
     """Until our replica serves its own INT8 model, or its build ends without one."""
-    url = f"http://127.0.0.1:{port}/api/v1/health"
     status: dict[str, object] = {}
     while time.monotonic() - started < timeout_s:
-        status = httpx.get(url, timeout=30).json()["models"]["u2net"]["status"] or {}
+        status = _u2net_status(port)
         int8 = status.get("int8")
         state = int8.get("state") if isinstance(int8, dict) else None
         if status.get("precision") == "int8" or state in ("refused", "failed", "off"):
