@@ -339,9 +339,13 @@ class U2NetPredictor:
         serve INT8 from the next ``predict`` call if it is faster (requests never wait: the
         swap is two attribute writes between calls)."""
         info, weights = self.info, self.info.weights
-        session, timed = int8_session(model, weights, info.threads)
+        # a build starts only where the replica serves f32 (`_start_int8_build`): the
+        # serving run is the guard's f32 run too
+        session, timed = int8_session(model, weights, info.threads, f32_run=self._run)
         x = timing_input(info.input_size)
         label = Candidate("openvino", "int8", info.threads).label
+        with self._running:  # INT8's first run sets up its kernels: not timed
+            timed()
         # interleaved, so load from other processes weighs on both alike; each run takes
         # its turn with the requests' runs, so neither is timed sharing the CPUs with them
         current_ms, int8_ms = [], []
@@ -378,9 +382,9 @@ class U2NetPredictor:
         )
 
     def _time_alone(self, run: Callable[[], object]) -> float:
-        """Median ms of ``run()``, each run taking its turn with the requests' runs (the
-        wait for the turn is not timed)."""
-        return time_runs(run, timed_runs=self._timing_runs, turn=self._running)
+        """Median ms of ``run()`` on a warm runtime, each run taking its turn with the
+        requests' runs (the wait for the turn is not timed)."""
+        return time_runs(run, warmup_runs=0, timed_runs=self._timing_runs, turn=self._running)
 
     def warmup(self) -> None:
         """One run on a blank input, so lazy kernel setup is not paid by the first request."""

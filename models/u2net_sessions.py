@@ -76,13 +76,20 @@ def build_candidate(
 
 
 def int8_session(
-    model: Path, weights: U2NetWeights, threads: int
+    model: Path,
+    weights: U2NetWeights,
+    threads: int,
+    f32_run: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[Session, Callable[[], object]]:
-    """The INT8 model behind its guard (soft masks run again in f32 on ``weights``), and one
-    timed run of the INT8 model alone."""
+    """The INT8 model behind its guard, and one timed run of the INT8 model alone.
+
+    The guard runs soft masks again in f32: on ``f32_run``, a session already running
+    ``weights`` in f32 (a replica switching to INT8 keeps the one it served with, instead of
+    compiling and holding a second copy of the model), or on one compiled here."""
     session = load_openvino(model, threads, "f32")
-    exact = load_openvino(weights.path, threads, "f32")
-    guard = GuardedInt8(session.run, exact.run, recipe_for(weights).max_soft_share)
+    if f32_run is None:
+        f32_run = load_openvino(weights.path, threads, "f32").run
+    guard = GuardedInt8(session.run, f32_run, recipe_for(weights).max_soft_share)
     x = timing_input(session.input_size)
     timed = session.run
     return session._replace(run=guard), lambda: check_output(timed(x), 1)

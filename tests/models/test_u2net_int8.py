@@ -324,6 +324,7 @@ def test_auto_on_a_cpu_without_bf16_switches_to_int8_between_calls(
         raise
     assert predictor.info.precision == "f32"
     assert predictor.int8_build is not None
+    serving_f32 = predictor._run
     errors: list[BaseException] = []
     diffs: list[tuple[float, float]] = []
     stop = threading.Event()
@@ -358,6 +359,8 @@ def test_auto_on_a_cpu_without_bf16_switches_to_int8_between_calls(
     int8_label = next(k for k in predictor.info.timings_ms if k.startswith("openvino/int8"))
     if predictor.info.precision == "int8":
         assert state["guard"] is not None and state["guard"]["images"] > 0
+        # the guard runs soft masks on the f32 runtime that served: no second copy compiled
+        assert isinstance(predictor._run, GuardedInt8) and predictor._run._f32 is serving_f32
     else:  # timed slower than f32 here: kept f32, and says so
         assert "not faster" in state["reason"], (state, predictor.info.timings_ms, int8_label)
 
