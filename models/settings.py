@@ -157,7 +157,8 @@ class RemovalSettings(FileBackedSettings):
     u2net_tuning_cache_dir: str = Field(
         "~/.cache/bg-removal/tuning",
         description="Measured runtime choices, reused by restarts on the same CPU, threads, "
-        "model and runtimes; empty: measure at every start.",
+        "model and runtimes, and which weights files passed their MD5 check (not hashed "
+        "again while unchanged); empty: measure and hash at every start.",
     )
 
     u2net_timing_runs: int = Field(

@@ -203,7 +203,9 @@ class U2NetPredictor:
         With ``tuning_cache_dir`` (None or empty: off) a measured choice is
         recorded there and reused by later loads with the same key, which then
         build only that candidate (``info.selection == "cached"``); a directory
-        that is not writable only costs the caching (logged).
+        that is not writable only costs the caching (logged). Weights from the home
+        that passed their MD5 check are recorded there too, and not hashed again
+        while unchanged.
 
         Timing runs warm the chosen session, so ``warmup`` only matters when
         nothing was timed. ``timing_runs``: timed runs per candidate (their median counts,
@@ -236,7 +238,12 @@ class U2NetPredictor:
                 f"precision={precision!r} needs runtime='openvino' (and openvino installed)"
             )
         weights = resolve_u2net_weights(
-            model_name, path=path, home=home, allow_download=allow_download, validate=False
+            model_name,
+            path=path,
+            home=home,
+            allow_download=allow_download,
+            validate=False,
+            checked_dir=tuning_cache_dir,
         )
         pinned_threads = threads if threads and threads > 0 else None
         cpus = default_threads()

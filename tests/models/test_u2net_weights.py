@@ -118,6 +118,47 @@ def test_checksum_mismatch_under_rembg_name(home: Path) -> None:
     assert info.value.code == "weights_checksum"
 
 
+def test_a_checked_file_is_not_hashed_again_until_it_changes(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(U2NETP, home / "u2netp.onnx")
+    records = tmp_path / "tuning"
+    hashed: list[Path] = []
+    real_md5 = uw.file_md5
+
+    def counted(path: Path) -> str:
+        hashed.append(path)
+        return real_md5(path)
+
+    monkeypatch.setattr(uw, "file_md5", counted)
+
+    def resolve() -> uw.U2NetWeights:
+        return resolve_u2net_weights("u2netp", home=home, allow_download=False, checked_dir=records)
+
+    assert resolve().md5 == U2NET_MODELS["u2netp"].md5 and len(hashed) == 1
+    assert resolve().md5 == U2NET_MODELS["u2netp"].md5 and len(hashed) == 1  # recorded
+    # the same size, other bytes, written in place: hashed again, and refused
+    data = bytearray(U2NETP.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    with (home / "u2netp.onnx").open("r+b") as f:
+        f.write(data)
+    with pytest.raises(ChecksumMismatchError):
+        resolve()
+    assert len(hashed) == 2
+    # a record that cannot be read or written only costs the hashing
+    shutil.copy(U2NETP, home / "u2netp.onnx")
+    (records / "file").write_text("")
+    assert (
+        resolve_u2net_weights(
+            "u2netp", home=home, allow_download=False, checked_dir=records / "file" / "sub"
+        ).md5
+        == U2NET_MODELS["u2netp"].md5
+    )
+    for record in records.glob("checked-*.json"):
+        record.write_text("{not json")
+    assert resolve().md5 == U2NET_MODELS["u2netp"].md5 and len(hashed) == 4
+
+
 def test_missing_without_download(home: Path) -> None:
     with pytest.raises(WeightsNotFoundError, match="downloads are disabled"):
         resolve_u2net_weights("u2netp", home=home, allow_download=False)
