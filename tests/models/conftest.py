@@ -24,14 +24,17 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="package")
-def rembg_masks(shared_data: None, tmp_path_factory: pytest.TempPathFactory) -> RembgMasks:
+def u2netp_home(shared_data: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A U2-Net home holding (a copy of) rembg's real u2netp, read by every model test that
+    loads u2netp by name, and by rembg for its reference masks; no test writes to it."""
+    home = tmp_path_factory.mktemp("u2netp-home")
+    shutil.copy(U2NETP, home / "u2netp.onnx")
+    return home
+
+
+@pytest.fixture(scope="package")
+def rembg_masks(u2netp_home: Path) -> RembgMasks:
     """rembg's own masks of the shared photos, on the real u2netp and the real u2net: each
     computed once per model, photo and size for all the model tests (test_u2net,
     test_u2net_int8 and test_u2net_selection compare with the same ones)."""
-
-    def u2netp_home() -> Path:
-        home = tmp_path_factory.mktemp("rembg-u2netp-home")
-        shutil.copy(U2NETP, home / "u2netp.onnx")
-        return home
-
-    return RembgMasks({"u2netp": u2netp_home, "u2net": require_real_u2net})
+    return RembgMasks({"u2netp": lambda: u2netp_home, "u2net": require_real_u2net})

@@ -12,7 +12,6 @@ Every runtime choice the load-time selection can make is checked here
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,13 +58,6 @@ pytestmark = pytest.mark.usefixtures("no_network", "shared_data")
 
 CASES = [(name, None) for name in PHOTO_NAMES] + [(n, 3000) for n in UPSCALED]
 CASE_IDS = [f"{n}@{w or 'own'}" for n, w in CASES]
-
-
-@pytest.fixture(scope="module")
-def u2netp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("u2net-home")
-    shutil.copy(U2NETP, home / "u2netp.onnx")
-    return home
 
 
 @pytest.fixture(scope="module")
