@@ -231,8 +231,9 @@ def test_a_model_checked_on_another_cpu_is_not_offered(int8_home: Path, tmp_path
     report_path.write_text(json.dumps(report))
     path, why = usable_int8(weights)
     assert path is None and "another CPU" in why
+    # OpenVINO's candidates only (INT8 is one of them): ONNX Runtime's timing adds nothing here
     predictor = U2NetPredictor.load(
-        "u2net", home=home, allow_download=False, timing_runs=TIMING_RUNS
+        "u2net", home=home, runtime="openvino", allow_download=False, timing_runs=TIMING_RUNS
     )
     assert predictor.info.precision != "int8"
     assert "another CPU" in predictor.info.excluded["openvino/int8"]
@@ -382,6 +383,7 @@ def test_no_build_where_bf16_serves_or_precision_is_pinned(tmp_path: Path) -> No
         auto = U2NetPredictor.load(
             "u2net",
             home=home,
+            runtime="openvino",  # precision auto: bf16 against f32 decides, not ONNX Runtime
             allow_download=False,
             int8_build=BuildBudget(),
             timing_runs=TIMING_RUNS,
