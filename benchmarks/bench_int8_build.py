@@ -80,8 +80,9 @@ def main() -> None:
             while not stop.is_set():
                 start = time.perf_counter()
                 predictor.predict([image])
-                latency = time.perf_counter() - start
-                samples.append((time.perf_counter(), latency))
+                end = time.perf_counter()
+                latency = end - start
+                samples.append((end, latency))
                 if args.busy < 1.0:
                     stop.wait(latency * (1.0 / args.busy - 1.0))
 
