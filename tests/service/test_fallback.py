@@ -59,7 +59,8 @@ class TestInPlaceRollouts:
     rollouts on one app; none of them may restart a replica."""
 
     @pytest.fixture(scope="class")
-    def url(self, base_app: str, deploy, deployer) -> Iterator[str]:
+    @classmethod
+    def url(cls, base_app: str, deploy, deployer) -> Iterator[str]:
         """The conftest's `base_app` (test_api.py's too), put back as deployed and healthy
         afterwards, whatever a failed test left."""
         yield base_app
@@ -67,11 +68,13 @@ class TestInPlaceRollouts:
         wait_for(lambda: health(base_app).json()["status"] == "healthy", timeout_s=120)
 
     @pytest.fixture(scope="class")
-    def app(self, url: str, deployer) -> str:
+    @classmethod
+    def app(cls, url: str, deployer) -> str:
         return deployer.app_name(url)
 
     @pytest.fixture(scope="class")
-    def pids(self, app: str) -> dict[str, int]:
+    @classmethod
+    def pids(cls, app: str) -> dict[str, int]:
         handle = serve.get_deployment_handle("RMBG2", app)
         return {"RMBG2": handle.status.remote().result()["pid"]}
 
@@ -148,8 +151,9 @@ class TestLoadFailure:
     MISSING = "/nonexistent/no-such-checkpoint"
 
     @pytest.fixture(scope="class")
-    def url(self, deploy, deployer) -> Iterator[str]:
-        yield deploy("broken", rmbg_path=self.MISSING)
+    @classmethod
+    def url(cls, deploy, deployer) -> Iterator[str]:
+        yield deploy("broken", rmbg_path=cls.MISSING)
         deployer.delete("broken")
 
     def test_health_is_degraded_and_says_why(self, url: str) -> None:
