@@ -29,7 +29,6 @@ from models.rmbg_weights import build_birefnet, load_birefnet
 from tests.support.birefnet_weights import write_synthetic_checkpoint
 from tests.support.shared import IMAGES
 
-pytest.importorskip("openvino")
 pytestmark = pytest.mark.usefixtures("no_network", "shared_data")
 
 ARCH = "birefnet-lite"

@@ -23,7 +23,6 @@ import pytest
 from PIL import Image
 
 from models.errors import CorruptWeightsError, InvalidModelError, WeightsNotFoundError
-from models.hardware import openvino_available
 from models.u2net import MAX_BATCH, U2NetInferenceError, U2NetPredictor, default_threads
 from models.u2net_transforms import postprocess, preprocess, resize_filters
 from models.u2net_tuning import cpu_has_native_bf16
@@ -44,13 +43,7 @@ from tests.support.u2net_parity import (
 
 #: photos also checked upscaled to 3000 px wide (bike.jpg already is)
 UPSCALED = ["hockey.png", "horse.jpg"]
-RUNTIMES = [
-    "onnxruntime",
-    pytest.param(
-        "openvino",
-        marks=pytest.mark.skipif(not openvino_available(), reason="openvino not installed"),
-    ),
-]
+RUNTIMES = ["onnxruntime", "openvino"]
 
 
 pytestmark = pytest.mark.usefixtures("no_network", "shared_data")
@@ -357,15 +350,7 @@ def real_u2net() -> Iterator[Callable[[str, str, str], U2NetPredictor]]:
 
 @pytest.mark.parametrize(
     ("runtime", "precision", "resize"),
-    [
-        pytest.param(
-            *choice,
-            marks=[]
-            if choice[0] == "onnxruntime"
-            else pytest.mark.skipif(not openvino_available(), reason="openvino not installed"),
-        )
-        for choice in REAL_U2NET_CHOICES
-    ],
+    REAL_U2NET_CHOICES,
     ids=["/".join(c) for c in REAL_U2NET_CHOICES],
 )
 @pytest.mark.parametrize(("image", "width"), REAL_CASES, ids=REAL_CASE_IDS)
@@ -388,7 +373,6 @@ def test_real_u2net_matches_rembg(
     assert predictor.info.weights.md5 == model_spec("u2net").md5
 
 
-@pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
 def test_openvino_threads_are_not_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pinned, two 1-thread instances on one node share a core and run 2x slower each."""
     import openvino as ov

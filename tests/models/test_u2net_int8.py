@@ -24,7 +24,7 @@ from PIL import Image, ImageFilter
 
 from bgremove.cli import main as bgremove
 from models.errors import Int8UnavailableError
-from models.hardware import openvino_available, usable_cpus
+from models.hardware import usable_cpus
 from models.u2net import U2NetPredictor
 from models.u2net_int8 import (
     RECIPES,
@@ -56,10 +56,7 @@ WAIT_S = 400
 #: candidates are timed and that the fastest is kept, not the figure's precision.
 TIMING_RUNS = 1
 
-pytestmark = [
-    pytest.mark.usefixtures("no_network", "shared_data"),
-    pytest.mark.skipif(not openvino_available(), reason="openvino not installed"),
-]
+pytestmark = pytest.mark.usefixtures("no_network", "shared_data")
 
 
 def _home_with_u2net(folder: Path) -> Path:

@@ -22,7 +22,6 @@ import pytest
 
 from deployments.settings import ServiceSettings
 from models.errors import CorruptWeightsError, ModelError
-from models.hardware import openvino_available
 from models.u2net import U2NetPredictor, default_threads
 from models.u2net_tuning import (
     Candidate,
@@ -46,7 +45,6 @@ from tests.support.u2net_parity import (
 
 pytestmark = pytest.mark.usefixtures("no_network", "shared_data")
 
-needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
 #: Timed runs per candidate in this module's measured loads: which candidates are timed, what
 #: is kept and cached is under test here, not the figure's precision (each u2netp run takes
 #: about half a second of a core).
@@ -212,10 +210,8 @@ def auto_u2netp(u2netp_home: Path) -> U2NetPredictor:
 
 def test_auto_u2netp_is_measured_and_fastest(auto_u2netp: U2NetPredictor) -> None:
     info = auto_u2netp.info
-    runtimes = ["onnxruntime", "openvino"] if openvino_available() else ["onnxruntime"]
+    runtimes = ["onnxruntime", "openvino"]
     expected = {f"{r}/f32/{n}t" for r in runtimes for n in thread_options(None, default_threads())}
-    if len(expected) == 1:
-        pytest.skip("one candidate on this machine (no openvino, < 4 CPUs): nothing to measure")
     assert info.selection == "measured"
     assert set(info.timings_ms) == expected  # every candidate was timed...
     assert all(ms > 0 for ms in info.timings_ms.values())
@@ -223,10 +219,9 @@ def test_auto_u2netp_is_measured_and_fastest(auto_u2netp: U2NetPredictor) -> Non
     assert info.timings_ms[info.label] == min(info.timings_ms.values())
     assert (info.precision, info.resize) == ("f32", "fast")
     assert not any("bf16" in label for label in info.timings_ms)  # never offered for u2netp
-    if openvino_available():
-        assert "u2netp" in info.excluded["openvino/bf16"]
-        if not cpu_has_native_bf16():
-            assert "CPU has no native bf16" in info.excluded["openvino/bf16"]
+    assert "u2netp" in info.excluded["openvino/bf16"]
+    if not cpu_has_native_bf16():
+        assert "CPU has no native bf16" in info.excluded["openvino/bf16"]
     d = info.as_dict()
     assert d["selection"] == "measured" and d["timings_ms"] == info.timings_ms
     assert d["excluded"] == info.excluded
@@ -242,7 +237,6 @@ def test_auto_u2netp_masks_match_rembg(
     assert mad <= MAD_MAX and far <= FAR_FRACTION_MAX, (mad, far)
 
 
-@needs_openvino
 def test_pinned_threads_are_kept_and_the_choice_logged(
     u2netp_home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -269,7 +263,6 @@ def test_runtime_pin_is_kept(u2netp_home: Path) -> None:
     assert p.info.selection == "pinned" and p.info.timings_ms == {}
 
 
-@needs_openvino
 def test_fully_pinned_times_nothing(u2netp_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_timing(*args: object, **kwargs: object) -> None:
         raise AssertionError("a fully pinned load must not time candidates")
@@ -294,7 +287,6 @@ def test_fully_pinned_times_nothing(u2netp_home: Path, monkeypatch: pytest.Monke
     assert info.selection == "pinned" and info.timings_ms == {} and info.excluded == {}
 
 
-@needs_openvino
 def test_a_candidate_that_fails_to_build_is_excluded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -376,14 +368,12 @@ def test_auto_real_u2net_selection(auto_u2net: U2NetPredictor | None) -> None:
     if info.selection == "measured":
         assert info.timings_ms[info.label] == min(info.timings_ms.values())
     bf16_timed = any("bf16" in label for label in info.timings_ms)
-    if openvino_available():
-        assert bf16_timed == cpu_has_native_bf16()
-        if not bf16_timed:
-            assert info.excluded["openvino/bf16"] == "CPU has no native bf16"
+    assert bf16_timed == cpu_has_native_bf16()
+    if not bf16_timed:
+        assert info.excluded["openvino/bf16"] == "CPU has no native bf16"
     print(f"u2net selection: {info.label} ({info.selection}), ms {info.timings_ms}")
 
 
-@needs_openvino
 def test_timing_runs_setting_reaches_every_timing(
     u2netp_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,7 +17,7 @@ import pytest
 from deployments.settings import ServiceSettings
 from models import u2net_sessions
 from models.errors import CorruptWeightsError
-from models.hardware import cpu_name, openvino_available
+from models.hardware import cpu_name
 from models.u2net import U2NetPredictor, default_threads
 from models.u2net_tuning import cpu_flags_digest, package_version
 from models.u2net_weights import model_spec
@@ -26,7 +26,6 @@ from tests.support.u2net_parity import load_rgb
 
 pytestmark = pytest.mark.usefixtures("no_network", "shared_data")
 
-needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
 #: Timed runs per candidate: what is recorded and reused is under test, not the figure.
 TIMING_RUNS = 1
 
@@ -62,7 +61,6 @@ def load_u2netp(home: Path, cache_dir: Path | str, threads: int = 1) -> U2NetPre
     )
 
 
-@needs_openvino
 def test_first_start_measures_and_records_the_next_reuses_it(
     u2netp_home: Path, tmp_path: Path, built: list[str]
 ) -> None:
@@ -96,7 +94,6 @@ def test_first_start_measures_and_records_the_next_reuses_it(
     np.testing.assert_array_equal(again.predict([rgb])[0], measured.predict([rgb])[0])
 
 
-@needs_openvino
 def test_another_thread_count_is_another_key_and_is_measured(
     u2netp_home: Path, tmp_path: Path, built: list[str]
 ) -> None:
@@ -112,7 +109,6 @@ def test_another_thread_count_is_another_key_and_is_measured(
     assert built == [one.label]
 
 
-@needs_openvino
 def test_a_corrupt_cache_file_is_ignored_and_replaced(
     u2netp_home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -133,7 +129,6 @@ def test_a_corrupt_cache_file_is_ignored_and_replaced(
     assert load_u2netp(u2netp_home, cache_dir).info.selection == "cached"
 
 
-@needs_openvino
 def test_an_unwritable_cache_dir_still_serves(
     u2netp_home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -148,7 +143,6 @@ def test_an_unwritable_cache_dir_still_serves(
     assert p.predict([np.zeros((8, 8, 3), np.uint8)])[0].shape == (8, 8)
 
 
-@needs_openvino
 def test_a_cached_choice_that_fails_to_load_is_measured_again(
     u2netp_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,7 +158,6 @@ def test_a_cached_choice_that_fails_to_load_is_measured_again(
     assert info.excluded[first.label].startswith("failed: weights_corrupt")
 
 
-@needs_openvino
 def test_an_empty_cache_dir_turns_caching_off(u2netp_home: Path) -> None:
     info = load_u2netp(u2netp_home, "").info
     assert info.selection == "measured" and info.tuning_cache is None
