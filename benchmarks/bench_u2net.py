@@ -225,7 +225,10 @@ def main() -> None:
     choice = _our_choice(ours_port)
     print(f"ours: {choice}", flush=True)
     session = new_session(args.model)
-    client = httpx.Client(timeout=300)
+    # Idle connections are dropped well before the servers' keep-alive timeout (uvicorn's 5 s):
+    # a request on a connection the server is closing at that moment is reset, and a photo's
+    # turns of the other two systems can take about that long.
+    client = httpx.Client(timeout=300, limits=httpx.Limits(keepalive_expiry=2.0))
 
     def ours(data: bytes) -> bytes:
         r = client.post(
