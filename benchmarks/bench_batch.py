@@ -49,7 +49,7 @@ from deployments.settings import ServiceSettings
 from imaging.options import RenderOptions
 from imaging.pipeline import MaskOutcome, decode_for, finish
 from imaging.presets import load_presets, preset_fields
-from models.hardware import cpu_name, usable_cpus
+from models.hardware import cpu_description, usable_cpus
 from models.registry import RMBG, U2NET, get_tier, load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -376,7 +376,7 @@ def main() -> int:
 
     import ray
 
-    print(f"CPU: {cpu_name()}")
+    print(f"CPU: {cpu_description()}")
     print(f"load before: {load_text()}")
     print(f"ray {ray.__version__}, python {sys.version.split()[0]}")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-batch-"))

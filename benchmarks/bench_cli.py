@@ -32,7 +32,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from models.hardware import cpu_name, usable_cpus
+from models.hardware import cpu_description, usable_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
@@ -136,7 +136,7 @@ def main() -> None:
         "BG_REMOVAL_U2NET_ALLOW_DOWNLOAD": "false",
     }
     load_before = os.getloadavg()
-    print(f"CPU: {cpu_name()} ({usable_cpus()} usable CPUs)")
+    print(f"CPU: {cpu_description()} ({usable_cpus()} usable CPUs)")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
@@ -179,7 +179,7 @@ def main() -> None:
         args.json.write_text(
             json.dumps(
                 {
-                    "cpu": cpu_name(),
+                    "cpu": cpu_description(),
                     "cpus": usable_cpus(),
                     "bgremove_runtime": runtime,
                     "load_before": load_before,

@@ -38,7 +38,7 @@ from imaging.compose import cutout
 from imaging.foreground import estimate_foreground
 from imaging.foreground import warmup as warmup_foreground
 from imaging.matte_truth import composite, edge_error, synthetic_matte
-from models.hardware import cpu_name as cpu_model
+from models.hardware import cpu_description as cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

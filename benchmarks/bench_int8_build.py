@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.loadgen import percentile
-from models.hardware import cpu_name, usable_cpus
+from models.hardware import cpu_description, usable_cpus
 from models.u2net import U2NetPredictor
 from models.u2net_int8_build import PHOTOS, BuildBudget, Int8Builder
 
@@ -104,7 +104,7 @@ def main() -> None:
         "after": [lat for t, lat in samples if t >= build_end],
     }
     print(
-        f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; replica {args.threads} threads, "
+        f"CPU: {cpu_description()}, {os.cpu_count()} CPUs; replica {args.threads} threads, "
         f"build {args.build_threads} CPU(s) at nice {args.nice}"
         f"{' under SCHED_IDLE' if args.idle else ''}; photo {args.photo.name}; "
         f"client busy {args.busy:.0%}"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.hardware import cpu_name, usable_cpus
+from models.hardware import cpu_description, usable_cpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def main() -> None:
     if args.child:
         child(args.model, args.threads, args.child == "pin", args.runs)
         return
-    print(f"CPU: {cpu_name()}, {usable_cpus()} usable; model {Path(args.model).name}")
+    print(f"CPU: {cpu_description()}, {usable_cpus()} usable; model {Path(args.model).name}")
     print("| pinning | processes at once | threads each | ms per inference, each process |")
     print("| --- | --- | --- | --- |")
     for mode in ("pin", "nopin"):

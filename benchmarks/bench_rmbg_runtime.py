@@ -158,8 +158,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
     import openvino as ov
     import torch
 
+    from models.hardware import cpu_description
     from models.rmbg import RMBGPredictor
-    from models.rmbg_openvino import RMBGOpenVINOPredictor, cpu_name, precision_candidates
+    from models.rmbg_openvino import RMBGOpenVINOPredictor, precision_candidates
     from models.rmbg_weights import load_birefnet
 
     args.cache_dir = args.cache_dir or work / "ov-cache"
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
     caps = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     candidates = precision_candidates(caps)
     result: dict[str, Any] = {
-        "cpu": cpu_name(),
+        "cpu": cpu_description(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "load_average": os.getloadavg(),
         "openvino": ov.get_version(),

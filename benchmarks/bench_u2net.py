@@ -40,7 +40,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from models.hardware import cpu_name
+from models.hardware import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMAGES = ROOT.parent / "shared" / "images"
@@ -211,7 +211,7 @@ def main() -> None:
 
     inputs = _inputs(args.images)
     ours_port, rembg_port = _free_port(), _free_port()
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores")
+    print(f"machine: {cpu_description()}, {os.cpu_count()} cores")
     print("starting our service and rembg s ...", flush=True)
     started = time.monotonic()
     ours_proc = _start_ours(args.model, home, ours_port, args.threads)

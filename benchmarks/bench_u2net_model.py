@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.hardware import cpu_name, openvino_available
+from models.hardware import cpu_description, openvino_available
 from models.u2net import U2NetPredictor, default_threads
 from models.u2net_weights import resolve_u2net_weights
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = load_cases(args.images)
     result: dict[str, Any] = {
         "machine": {
-            "cpu": cpu_name(),
+            "cpu": cpu_description(),
             "cpus": default_threads(),
             "python": platform.python_version(),
             "onnxruntime": ort.__version__,

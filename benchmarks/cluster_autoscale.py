@@ -33,7 +33,7 @@ from benchmarks.cluster_drill import (
 )
 from benchmarks.cluster_watch import GROUPS, Sampler
 from benchmarks.loadgen import Results, load_photos, open_loop, plain, summary
-from models.hardware import cpu_name
+from models.hardware import cpu_description
 
 
 def stepped_load(
@@ -146,7 +146,7 @@ def main() -> None:
         sampler.stop()
 
     rows = sampler.rows
-    title = f"{name}: {opts.multiple:g}x capacity ({cap:.2f} img/s/replica) on {cpu_name()}"
+    title = f"{name}: {opts.multiple:g}x capacity ({cap:.2f} img/s/replica) on {cpu_description()}"
     write_report(
         name,
         opts.out_dir,

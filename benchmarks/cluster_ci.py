@@ -28,7 +28,7 @@ from benchmarks.cluster_node_loss import kill_and_recover
 from benchmarks.cluster_nodes import isolate_network
 from benchmarks.cluster_watch import Sampler, rss_slopes, write_csv
 from benchmarks.loadgen import Results, load_photos, open_loop, plain, summary
-from models.hardware import cpu_name
+from models.hardware import cpu_description
 
 #: Exit status when no private network namespace can be made (the test skips).
 NO_NAMESPACE = 77
@@ -41,7 +41,7 @@ RSS_MIN_SAMPLES = 10
 
 
 def run(opts: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"cpu": cpu_name()}
+    out: dict[str, Any] = {"cpu": cpu_description()}
     started = time.monotonic()
     with make_cluster(workers=2) as cluster:
         app = App(cluster, u2net=(1, 3, 2.0), ingress=(1, 2, 4.0), delays={"downscale_delay_s": 8})

@@ -26,7 +26,7 @@ from benchmarks.cluster_app import (
 from benchmarks.cluster_nodes import LocalCluster, isolate_network
 from benchmarks.cluster_watch import Sampler, plot, rss_slopes, write_csv
 from benchmarks.loadgen import ROOT, Photo, closed_loop
-from models.hardware import cpu_name
+from models.hardware import cpu_description
 
 OUT_DIR = ROOT / "docs" / "cluster"
 
@@ -123,7 +123,7 @@ def write_summary(name: str, out_dir: Path, summary: dict[str, Any]) -> dict[str
     full = {
         "drill": name,
         "date": datetime.date.today().isoformat(),
-        "cpu": cpu_name(),
+        "cpu": cpu_description(),
         "cores": os.cpu_count(),
         **summary,
     }

@@ -42,7 +42,7 @@ from benchmarks.cluster_drill import (
 from benchmarks.cluster_nodes import HOST, LocalCluster, free_port
 from benchmarks.cluster_watch import Sampler, health_status
 from benchmarks.loadgen import Results, load_photos, open_loop, plain, summary
-from models.hardware import cpu_name
+from models.hardware import cpu_description
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -161,7 +161,7 @@ def main() -> None:
         sampler.stop()
         alive_nodes = len(cluster.alive_nodes())
 
-    title = f"GCS killed, restarted after {opts.outage:g} s, Redis-backed, on {cpu_name()}"
+    title = f"GCS killed, restarted after {opts.outage:g} s, Redis-backed, on {cpu_description()}"
     write_report(
         "gcs_restart",
         opts.out_dir,

@@ -32,7 +32,7 @@ from benchmarks.cluster_drill import (
 from benchmarks.cluster_nodes import LocalCluster, Node
 from benchmarks.cluster_watch import Sampler, health_status
 from benchmarks.loadgen import Results, load_photos, open_loop, plain, summary
-from models.hardware import cpu_name
+from models.hardware import cpu_description
 
 
 def busiest_worker(cluster: LocalCluster, group: str = "U2Net") -> tuple[Node, int]:
@@ -126,7 +126,7 @@ def main() -> None:
         time.sleep(2 * sampler.interval_s)
         sampler.stop()
 
-    title = f"node loss at {opts.multiple:g}x capacity ({rate:.2f} img/s) on {cpu_name()}"
+    title = f"node loss at {opts.multiple:g}x capacity ({rate:.2f} img/s) on {cpu_description()}"
     write_report(
         "node_loss",
         opts.out_dir,

@@ -37,7 +37,7 @@ from benchmarks.loadgen import (
     open_loop,
     summary,
 )
-from models.hardware import cpu_name
+from models.hardware import cpu_description
 
 #: The option mix, one request each in turn: what a shop's traffic might send.
 MIX: list[Fields] = [
@@ -98,7 +98,8 @@ def main() -> None:
     ]
     write_csv(rss_rows, opts.out_dir / f"{opts.name}_rss.csv")
     title = (
-        f"soak {opts.minutes:g} min at {opts.load:g}x capacity ({rate:.2f} img/s) on {cpu_name()}"
+        f"soak {opts.minutes:g} min at {opts.load:g}x capacity ({rate:.2f} img/s) "
+        f"on {cpu_description()}"
     )
     report: dict[str, Any] = {
         "command": " ".join(["python -m benchmarks.cluster_soak", *sys.argv[1:]]),

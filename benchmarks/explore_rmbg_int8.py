@@ -34,7 +34,7 @@ import torch
 
 from benchmarks.bench_rmbg_runtime import DEFAULT_IMAGES, load_photos
 from benchmarks.rmbg_openvino_setup import add_model_args, f32_predictor
-from models.hardware import cpu_name
+from models.hardware import cpu_description
 from models.rmbg_openvino import RMBGOpenVINOPredictor, compile_config
 from models.rmbg_transforms import logits_to_masks
 
@@ -95,7 +95,7 @@ def main() -> None:
     import openvino as ov
 
     predictor = f32_predictor(args)
-    print(f"CPU: {cpu_name()}, {predictor.threads} threads, OpenVINO {ov.get_version()}")
+    print(f"CPU: {cpu_description()}, {predictor.threads} threads, OpenVINO {ov.get_version()}")
     print(f"{args.arch} at {args.resolution}, weights {args.weights}")
     core = ov.Core()
     base = core.read_model(str(predictor.cache_file))

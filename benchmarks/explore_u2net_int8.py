@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from imaging.formats import IMAGE_SUFFIXES
-from models.hardware import cpu_name
+from models.hardware import cpu_description
 from models.u2net_int8 import (
     RECIPES,
     GuardedInt8,
@@ -151,7 +151,7 @@ def main() -> None:
     core = ov.Core()
     model = core.read_model(str(args.model))
     paths = photos(args.images)
-    print(f"CPU: {cpu_name()}; {args.threads} threads; model {args.model.name}")
+    print(f"CPU: {cpu_description()}; {args.threads} threads; model {args.model.name}")
     if args.load:
         quantized = core.read_model(str(args.load))
     else:

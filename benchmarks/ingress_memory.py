@@ -359,7 +359,7 @@ def main() -> None:
         child(opts)
         return
 
-    from models.hardware import cpu_name
+    from models.hardware import cpu_description
 
     have = set(np.load(opts.masks).files) if opts.masks.exists() else set()
     if not {_key(n, d) for n, d in photos(opts.images)} <= have:
@@ -372,7 +372,7 @@ def main() -> None:
         args = [str(opts.images), str(opts.u2net_home), str(opts.masks)]
         subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=ROOT, check=True)
 
-    print(f"CPU {cpu_name()}, {os.cpu_count()} cores; {opts.requests} requests per variant")
+    print(f"CPU {cpu_description()}, {os.cpu_count()} cores; {opts.requests} requests per variant")
     reports = []
     for variant in opts.variants.split(","):
         report = run_variant(variant.strip(), opts)

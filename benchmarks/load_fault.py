@@ -41,7 +41,7 @@ from benchmarks.loadgen import (
     rss_mib,
     summary,
 )
-from models.hardware import cpu_name as cpu_model
+from models.hardware import cpu_description as cpu_model
 
 
 def replica_pids() -> dict[str, int]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.rmbg_openvino_setup import add_model_args, f32_predictor
-from models.hardware import cpu_name
+from models.hardware import cpu_description
 from models.rmbg_openvino import compile_config
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     start = time.perf_counter()
     request.infer({0: x})
     wall = time.perf_counter() - start
-    print(f"CPU: {cpu_name()}, {predictor.threads} threads, OpenVINO {ov.get_version()}")
+    print(f"CPU: {cpu_description()}, {predictor.threads} threads, OpenVINO {ov.get_version()}")
     print(f"{args.arch} at {args.resolution}: {wall:.2f} s for one image\n")
 
     by_kernel: collections.Counter[tuple[str, str]] = collections.Counter()

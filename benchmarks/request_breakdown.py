@@ -32,7 +32,7 @@ from imaging.encode import encode_image
 from imaging.options import RenderOptions
 from imaging.render import compose
 from imaging.resize import ModelInputSpec
-from models.hardware import cpu_name as cpu_model
+from models.hardware import cpu_description as cpu_model
 from models.u2net import U2NetPredictor
 from models.u2net_transforms import resize_filters
 

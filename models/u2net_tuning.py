@@ -36,7 +36,7 @@ import numpy as np
 
 from models.errors import ModelError
 from models.files import write_atomic
-from models.hardware import cpu_name
+from models.hardware import CPUINFO, cpu_flags, cpu_name
 
 log = logging.getLogger("models.u2net")
 
@@ -290,20 +290,14 @@ def select_fastest(
 # --- the selection cache -----------------------------------------------------------------
 
 
-def cpu_flags_digest(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+def cpu_flags_digest(cpuinfo: Path = CPUINFO) -> str | None:
     """sha256 of the CPU's feature flags, None where unreadable.
 
     The model name alone is not enough: a hypervisor or a microcode update can
     hide features (avx512_bf16, amx) that change which candidate wins.
     """
-    try:
-        lines = cpuinfo.read_text().splitlines()
-    except OSError:
-        return None
-    flags = next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), None)
-    if flags is None:
-        return None
-    return hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()
+    flags = cpu_flags(cpuinfo)
+    return None if flags is None else hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()
 
 
 def package_version(name: str) -> str | None:
