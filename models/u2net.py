@@ -110,6 +110,26 @@ class U2NetInfo:
         return d
 
 
+def _check_load_options(
+    runtime: str, precision: str, resize: str, timing_runs: int, ov_installed: bool
+) -> None:
+    """Refuse bad `U2NetPredictor.load` options before any download or build."""
+    if resize != "auto":
+        resize_filters(resize)
+    if precision not in ("auto", "f32", "bf16", "int8"):
+        raise ValueError(f"precision must be 'auto', 'f32', 'bf16' or 'int8', not {precision!r}")
+    if timing_runs < 1:
+        raise ValueError(f"timing_runs must be at least 1, not {timing_runs}")
+    if runtime not in ("auto", "onnxruntime", "openvino"):
+        raise ValueError(f"runtime must be 'auto', 'onnxruntime' or 'openvino', not {runtime!r}")
+    if precision in ("bf16", "int8") and (
+        runtime == "onnxruntime" or (runtime == "auto" and not ov_installed)
+    ):
+        raise ValueError(
+            f"precision={precision!r} needs runtime='openvino' (and openvino installed)"
+        )
+
+
 class U2NetPredictor:
     """A loaded U2-Net: ``predict`` maps RGB arrays to alpha masks at their own sizes.
 
@@ -217,26 +237,8 @@ class U2NetPredictor:
         without native bf16 starts making it in the background and switches to it between
         two ``predict`` calls once it is ready and measured faster.
         """
-        # bad options fail before any download
-        if resize != "auto":
-            resize_filters(resize)
-        if precision not in ("auto", "f32", "bf16", "int8"):
-            raise ValueError(
-                f"precision must be 'auto', 'f32', 'bf16' or 'int8', not {precision!r}"
-            )
-        if timing_runs < 1:
-            raise ValueError(f"timing_runs must be at least 1, not {timing_runs}")
-        if runtime not in ("auto", "onnxruntime", "openvino"):
-            raise ValueError(
-                f"runtime must be 'auto', 'onnxruntime' or 'openvino', not {runtime!r}"
-            )
         ov_installed = openvino_available()
-        if precision in ("bf16", "int8") and (
-            runtime == "onnxruntime" or (runtime == "auto" and not ov_installed)
-        ):
-            raise ValueError(
-                f"precision={precision!r} needs runtime='openvino' (and openvino installed)"
-            )
+        _check_load_options(runtime, precision, resize, timing_runs, ov_installed)
         weights = resolve_u2net_weights(
             model_name,
             path=path,
