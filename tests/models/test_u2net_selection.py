@@ -396,3 +396,21 @@ def test_timing_runs_setting_reaches_every_timing(
     p = U2NetPredictor.load("u2netp", home=u2netp_home, timing_runs=2, allow_download=False)
     assert p.info.selection == "measured" and len(p.info.timings_ms) >= 2
     assert counts == [2] * len(p.info.timings_ms)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"precision": "fp8"}, "precision must be 'auto', 'f32', 'bf16' or 'int8'"),
+        ({"runtime": "tensorrt"}, "runtime must be 'auto', 'onnxruntime' or 'openvino'"),
+        ({"runtime": "onnxruntime", "precision": "bf16"}, "needs runtime='openvino'"),
+        ({"runtime": "onnxruntime", "precision": "int8"}, "needs runtime='openvino'"),
+        ({"resize": "sideways"}, "sideways"),
+    ],
+)
+def test_bad_load_options_fail_before_any_weights_are_read(
+    tmp_path: Path, options: dict[str, str], message: str
+) -> None:
+    """An empty home and downloads off: the option, not the missing file, is what is refused."""
+    with pytest.raises(ValueError, match=message):
+        U2NetPredictor.load("u2netp", home=tmp_path, allow_download=False, **options)
