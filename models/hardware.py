@@ -32,16 +32,22 @@ def _cpuinfo_fields(cpuinfo: Path) -> dict[str, str]:
     return fields
 
 
+def _name(fields: dict[str, str]) -> str:
+    return fields.get("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def _flags(fields: dict[str, str]) -> frozenset[str] | None:
+    return None if "flags" not in fields else frozenset(fields["flags"].split())
+
+
 def cpu_name(cpuinfo: Path = CPUINFO) -> str:
     """The CPU model name from /proc/cpuinfo, else what the platform says."""
-    name = _cpuinfo_fields(cpuinfo).get("model name")
-    return name or platform.processor() or platform.machine() or "unknown"
+    return _name(_cpuinfo_fields(cpuinfo))
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str] | None:
     """The CPU's feature flags from /proc/cpuinfo, None where unreadable."""
-    flags = _cpuinfo_fields(cpuinfo).get("flags")
-    return None if flags is None else frozenset(flags.split())
+    return _flags(_cpuinfo_fields(cpuinfo))
 
 
 def cpu_description(cpuinfo: Path = CPUINFO) -> str:
@@ -52,10 +58,10 @@ def cpu_description(cpuinfo: Path = CPUINFO) -> str:
     parts = []
     if "cpu family" in fields and "model" in fields:
         parts.append(f"family {fields['cpu family']} model {fields['model']}")
-    flags = cpu_flags(cpuinfo)
+    flags = _flags(fields)
     if flags is not None:
         parts.append(" ".join(f for f in DECIDING_FLAGS if f in flags) or "no AVX2")
-    return cpu_name(cpuinfo) + (f" ({'; '.join(parts)})" if parts else "")
+    return _name(fields) + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def usable_cpus() -> int:
